@@ -63,3 +63,12 @@ func ValidPattern(p string) bool {
 	i := strings.IndexByte(p, '*')
 	return i == -1 || i == len(p)-1
 }
+
+// InternalStreamPrefix starts the names of the streams hooklog keeps its own
+// state in (subscriptions, API keys, replays, delivery outcomes). Producers may
+// not append to them, the pull API hides them from non-admins, and they are
+// never fanned out to subscriptions.
+const InternalStreamPrefix = "hooklog-"
+
+// IsInternalStream reports whether stream belongs to hooklog itself.
+func IsInternalStream(stream string) bool { return strings.HasPrefix(stream, InternalStreamPrefix) }

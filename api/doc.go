@@ -1,0 +1,26 @@
+// Package api is hooklog's HTTP surface: the gorilla/mux router, API-key
+// authentication and role checks, JSON decoding with request limits, the
+// problem+json (RFC 9457) error mapping, the pull API's long-poll, Prometheus
+// metrics and the embedded OpenAPI document. It holds no business logic: every
+// handler decodes, authorizes, calls the store or a service, and encodes.
+//
+// Handlers return errors; problemFor is the one function that turns an error
+// into a status and a problem document.
+//
+// Decisions the contract (API.md) leaves open:
+//
+//   - Internal streams (prefix "hooklog-") cannot be appended to over HTTP by
+//     any key (400, field "stream"). GET /v1/events hides them from every key;
+//     an admin sees them only by asking with a streams pattern that starts with
+//     "hooklog-" (e.g. streams=hooklog-*), and a non-admin asking that way gets
+//     403. GET /v1/events/{id} of an internal event is 404 for non-admins, and
+//     GET /v1/streams/{internal}/events is 403 for them.
+//   - A tenant key reading GET /v1/streams/{stream}/events sees that stream
+//     filtered to its own tenant's events. The response carries
+//     next_from_version (the version after the last event examined), so paging
+//     through a filtered stream never stops early.
+//   - GET /v1/events/{id} of another tenant's event is 404 for a tenant key.
+//   - Every request is logged at debug level (an access log); 5xx responses are
+//     logged at error level with their cause.
+//   - /healthz, /readyz, /metrics and /v1/openapi.json need no key.
+package api

@@ -1,0 +1,202 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hooklog/hooklog/eventstore"
+	"github.com/hooklog/hooklog/eventstore/embedded"
+)
+
+// backend opens a fresh store owned by t.
+type backend struct {
+	name string
+	open func(t *testing.T) eventstore.Store
+}
+
+func backends() []backend {
+	return []backend{
+		{"embedded", func(t *testing.T) eventstore.Store {
+			s, err := embedded.Open(embedded.Config{Path: t.TempDir(), NoSync: true})
+			if err != nil {
+				t.Fatalf("open embedded: %v", err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}},
+	}
+}
+
+// forEachBackend runs fn as a parallel subtest per backend.
+func forEachBackend(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Helper()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, newEnv(t, b.open(t)))
+		})
+	}
+}
+
+// env is a running API over a real store, with one key per role.
+type env struct {
+	t        *testing.T
+	store    eventstore.Store
+	srv      *httptest.Server
+	client   *http.Client
+	admin    string
+	producer string
+	tenantA  string // tenant "acme"
+	tenantB  string // tenant "globex"
+}
+
+type staticAuth map[string]principal
+
+func (a staticAuth) authenticate(_ context.Context, token string) (principal, error) {
+	p, ok := a[token]
+	if !ok {
+		return principal{}, errUnauthenticated
+	}
+	return p, nil
+}
+
+func newEnv(t *testing.T, store eventstore.Store) *env {
+	t.Helper()
+	return newEnvConfig(t, store, Config{})
+}
+
+func newEnvConfig(t *testing.T, store eventstore.Store, cfg Config) *env {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	e := &env{t: t, store: store, admin: "k-admin", producer: "k-producer", tenantA: "k-acme", tenantB: "k-globex"}
+	auth := staticAuth{
+		e.admin:    {KeyID: "1", Role: roleAdmin},
+		e.producer: {KeyID: "2", Role: roleProducer},
+		e.tenantA:  {KeyID: "3", Role: roleTenant, Tenant: "acme"},
+		e.tenantB:  {KeyID: "4", Role: roleTenant, Tenant: "globex"},
+	}
+	s, err := New(cfg, Deps{Store: store, testAuth: auth})
+	if err != nil {
+		t.Fatalf("api.New: %v", err)
+	}
+	e.srv = httptest.NewServer(s)
+	t.Cleanup(e.srv.Close)
+	e.client = e.srv.Client()
+	return e
+}
+
+// response is a finished HTTP exchange.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r *response) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.body, err)
+	}
+}
+
+// problem decodes a problem document and checks its content type.
+func (r *response) problem(t *testing.T) problem {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("content-type %q, want application/problem+json (status %d, body %s)", ct, r.status, r.body)
+	}
+	var p problem
+	r.decode(t, &p)
+	if p.Status != r.status || p.Type == "" || p.Title == "" {
+		t.Fatalf("problem %+v does not match status %d", p, r.status)
+	}
+	return p
+}
+
+// do sends a request. body may be nil, a string/[]byte (sent raw) or a value
+// (sent as JSON).
+func (e *env) do(method, path, key string, body any) *response {
+	e.t.Helper()
+	return e.doCtx(context.Background(), method, path, key, body)
+}
+
+func (e *env) doCtx(ctx context.Context, method, path, key string, body any) *response {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatalf("marshal: %v", err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatalf("new request: %v", err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatalf("read body: %v", err)
+	}
+	return &response{status: resp.StatusCode, header: resp.Header, body: raw}
+}
+
+// want fails unless r has status.
+func (r *response) want(t *testing.T, status int) *response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
+	}
+	return r
+}
+
+func (e *env) head() eventstore.Position {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := e.store.Head(ctx)
+	if err != nil {
+		e.t.Fatalf("head: %v", err)
+	}
+	return h
+}
+
+// unchanged fails if the log's head moved since before.
+func (e *env) unchanged(before eventstore.Position) {
+	e.t.Helper()
+	if after := e.head(); after != before {
+		e.t.Fatalf("log head moved from %s to %s after a rejected request", before, after)
+	}
+}

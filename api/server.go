@@ -93,11 +93,11 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // Roles allowed on each kind of route.
 var (
-	anyKey        = []string{roleAdmin, roleProducer, roleTenant}
-	producers     = []string{roleAdmin, roleProducer}
-	subscribers   = []string{roleAdmin, roleTenant}
-	adminsOnly    = []string{roleAdmin}
-	noKey []string = nil
+	anyKey               = []string{roleAdmin, roleProducer, roleTenant}
+	producers            = []string{roleAdmin, roleProducer}
+	subscribers          = []string{roleAdmin, roleTenant}
+	adminsOnly           = []string{roleAdmin}
+	noKey       []string = nil
 )
 
 // New builds the API. deps.Store, deps.Subscriptions and deps.Keys are required.

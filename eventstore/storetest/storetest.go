@@ -1,5 +1,3 @@
-// Package storetest is the conformance suite every eventstore backend runs:
-// storetest.Run(t, harness) from the backend's own _test.go file.
 package storetest
 
 import (
@@ -14,6 +12,7 @@ type Harness struct {
 	// Open returns a fresh, empty store owned by t (its data is removed by
 	// t.Cleanup). The returned reopen closes nothing: it opens another handle on
 	// the same data, after the caller has closed the first (persistence tests).
+	// The suite closes every store it gets (Close is idempotent) in t.Cleanup.
 	Open func(t *testing.T) (s eventstore.Store, reopen func(t *testing.T) eventstore.Store)
 
 	// BeginHeld, when the backend has concurrent write transactions, appends p
@@ -22,6 +21,11 @@ type Harness struct {
 	// are serialized (the embedded store): those cases then check the serialized
 	// behaviour instead.
 	BeginHeld func(ctx context.Context, t *testing.T, s eventstore.Store, p eventstore.AppendParams) (res eventstore.AppendResult, commit func() error, rollback func() error, err error)
+
+	// ExactPositionAt says PositionAt(t) is exact: reading after it starts with
+	// the first event whose RecordedAt >= t (the embedded store). Without it the
+	// suite only checks that no such event is skipped.
+	ExactPositionAt bool
 }
 
 // Run runs every conformance test against h.
@@ -39,5 +43,5 @@ type testCase struct {
 	run  func(t *testing.T, h Harness)
 }
 
-// cases is filled in by the files of this package.
+// cases is filled in by the files of this package (see cases.go).
 var cases []testCase

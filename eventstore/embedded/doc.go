@@ -1,0 +1,40 @@
+// Package embedded is hooklog's default event store: one directory, no server,
+// on bbolt (go.etcd.io/bbolt), an ordered key/value file with ACID transactions.
+//
+// Layout. The directory holds one file, hooklog.db, with these buckets:
+//
+//	events   seq (8 bytes, big-endian, 1-based, dense)  → record
+//	ids      event id (16 bytes)                         → seq
+//	versions stream + 0x00 + version (8 bytes)           → seq
+//	streams  stream                                      → last version (8 bytes)
+//	meta     "format"                                    → record format number
+//
+// A Position is {Hi: 0, Lo: seq}; the head is the last sequence number.
+//
+// A record is a compact binary encoding, not JSON: a format byte, the
+// recorded_at time (unix nanoseconds) and the stream version at fixed offsets,
+// the event id, then type, stream and tenant (length-prefixed) so ReadAll can
+// filter an event before decoding its data, then data and metadata.
+//
+// Writes. Every Append is validated and encoded in the caller's goroutine, then
+// handed to one committer goroutine. The committer takes every request that is
+// waiting, checks and applies each one on its own inside a single bbolt write
+// transaction (a request that fails writes nothing and does not affect its
+// neighbours; later requests see the writes of earlier ones), commits with one
+// fsync, advances the head and then answers every caller (group commit). Append
+// returns only after that fsync: an acknowledged event is durable.
+//
+// Cancellation: a caller whose context ends before the committer takes its
+// request gets the context's error and nothing is written. Once the committer
+// has taken a request it is committed (or rejected) and the caller waits for
+// that answer, which takes at most one commit; the committer re-checks the
+// context just before applying the request, so a request whose context ended
+// while it was queued is dropped with the context's error.
+//
+// recorded_at is assigned at commit, with nanosecond precision in UTC, and is
+// forced to be non-decreasing along the log (max(now, previous)), so PositionAt
+// is a binary search over the sequence-keyed events bucket, never a scan.
+//
+// Only one process may open a directory at a time: a second Open fails with
+// ErrLocked after a short timeout instead of hanging.
+package embedded

@@ -1,0 +1,564 @@
+package embedded
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/hooklog/hooklog/eventstore"
+)
+
+// FileName is the bbolt file inside Config.Path.
+const FileName = "hooklog.db"
+
+// lockTimeout bounds how long Open waits for another process's file lock.
+var lockTimeout = time.Second
+
+// ErrLocked: the directory is already open in another process (or another
+// Store in this one).
+var ErrLocked = errors.New("embedded: store directory is locked by another process")
+
+// Config configures Open.
+type Config struct {
+	// Path is the directory holding the store; it is created if missing.
+	// Required.
+	Path string
+	// NoSync skips fsync on commit. Only for tests and benchmarks that say so:
+	// an acknowledged append may be lost on a crash. Default false.
+	NoSync bool
+}
+
+func (c Config) validate() error {
+	if c.Path == "" {
+		return fmt.Errorf("embedded: Config.Path: %w", eventstore.Invalid("path", "is required"))
+	}
+	return nil
+}
+
+var (
+	bucketEvents   = []byte("events")
+	bucketIDs      = []byte("ids")
+	bucketVersions = []byte("versions")
+	bucketStreams  = []byte("streams")
+	bucketMeta     = []byte("meta")
+	keyFormat      = []byte("format")
+)
+
+// maxBatchEvents caps how many events one group commit takes, so one
+// transaction stays a bounded size.
+const maxBatchEvents = 20000
+
+// Store is the embedded eventstore.Store. Create it with Open.
+type Store struct {
+	db    *bolt.DB
+	path  string
+	watch *eventstore.HeadWatch
+
+	reqs      chan *request
+	done      chan struct{}
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
+
+	// Owned by the committer goroutine (read by Open before it starts).
+	lastSeq      uint64
+	lastRecorded int64
+}
+
+var _ eventstore.Store = (*Store)(nil)
+
+type request struct {
+	ctx     context.Context
+	p       eventstore.AppendParams
+	records [][]byte // encoded in the caller's goroutine
+	res     eventstore.AppendResult
+	err     error
+	answer  chan struct{}
+}
+
+// Open opens or creates the store in cfg.Path.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Path, 0o750); err != nil {
+		return nil, fmt.Errorf("embedded: create %s: %w", cfg.Path, err)
+	}
+	file := filepath.Join(cfg.Path, FileName)
+	db, err := bolt.Open(file, 0o600, &bolt.Options{
+		Timeout: lockTimeout,
+		NoSync:  cfg.NoSync,
+		// The freelist is rebuilt on open instead of written on every
+		// commit: fewer pages per fsync on the append path.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		// Map generously up front so growth rarely remaps under appends.
+		InitialMmapSize: 64 << 20,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s (is another hooklog running on it?)", ErrLocked, file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded: open %s: %w", file, err)
+	}
+	s := &Store{
+		db:   db,
+		path: file,
+		reqs: make(chan *request),
+		done: make(chan struct{}),
+	}
+	if err := s.init(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.watch = eventstore.NewHeadWatch(eventstore.Position{Lo: s.lastSeq})
+	s.wg.Add(1)
+	go s.commitLoop()
+	return s, nil
+}
+
+// init creates the buckets and reads the head.
+func (s *Store) init() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketEvents, bucketIDs, bucketVersions, bucketStreams, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("embedded: create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if f := meta.Get(keyFormat); f == nil {
+			if err := meta.Put(keyFormat, putUint64(recordFormat)); err != nil {
+				return fmt.Errorf("embedded: write format: %w", err)
+			}
+		} else if len(f) != 8 || binary.BigEndian.Uint64(f) != recordFormat {
+			return fmt.Errorf("embedded: %s has an unknown record format %x", s.path, f)
+		}
+		k, v := tx.Bucket(bucketEvents).Cursor().Last()
+		if k != nil {
+			s.lastSeq = binary.BigEndian.Uint64(k)
+			at, err := recordedAtOf(v)
+			if err != nil {
+				return fmt.Errorf("embedded: last event: %w", err)
+			}
+			s.lastRecorded = at
+		}
+		return nil
+	})
+}
+
+// Path is the bbolt file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close stops the committer (finishing the group commit in progress), wakes
+// waiters and closes the file. It is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.done)
+		s.wg.Wait()
+		s.watch.Close()
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("embedded: close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// Append implements eventstore.Store. See the package doc for group commit and
+// cancellation.
+func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventstore.AppendResult, error) {
+	if s.closed.Load() {
+		return eventstore.AppendResult{}, eventstore.ErrClosed
+	}
+	// Work on a copy so that Validate filling in ids never touches the caller's slice.
+	p.Events = slices.Clone(p.Events)
+	if err := p.Validate(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	r := &request{ctx: ctx, p: p, records: make([][]byte, len(p.Events)), answer: make(chan struct{})}
+	for i := range p.Events {
+		r.records[i] = encodeRecord(p.Stream, &p.Events[i])
+	}
+	select {
+	case s.reqs <- r:
+	case <-s.done:
+		return eventstore.AppendResult{}, eventstore.ErrClosed
+	case <-ctx.Done():
+		return eventstore.AppendResult{}, ctx.Err()
+	}
+	<-r.answer // taken: the outcome is decided by the committer, wait for it
+	return r.res, r.err
+}
+
+func (s *Store) commitLoop() {
+	defer s.wg.Done()
+	var batch []*request
+	for {
+		select {
+		case <-s.done:
+			return
+		case r := <-s.reqs:
+			batch = append(batch[:0], r)
+		}
+		n := len(batch[0].p.Events)
+	drain:
+		for n < maxBatchEvents {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+				n += len(r.p.Events)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+		clear(batch)
+	}
+}
+
+// commit applies batch in one transaction and answers every request.
+func (s *Store) commit(batch []*request) {
+	live := batch[:0:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.err = err
+			close(r.answer)
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	if now < s.lastRecorded {
+		now = s.lastRecorded
+	}
+	var lastSeq uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		st := txState{
+			tx:       tx,
+			events:   tx.Bucket(bucketEvents),
+			ids:      tx.Bucket(bucketIDs),
+			versions: tx.Bucket(bucketVersions),
+			streams:  tx.Bucket(bucketStreams),
+			lastSeq:  s.lastSeq,
+			now:      now,
+		}
+		for _, r := range live {
+			r.res, r.err = st.apply(r)
+			if r.err != nil && errors.Is(r.err, errWrite) {
+				return r.err // a failed Put: this transaction cannot be trusted
+			}
+		}
+		lastSeq = st.lastSeq
+		return nil
+	})
+	if err != nil {
+		if len(live) > 1 {
+			// Retry each request in a transaction of its own, so one bad
+			// request cannot fail its neighbours.
+			for _, r := range live {
+				r.res, r.err = eventstore.AppendResult{}, nil
+				s.commit([]*request{r})
+			}
+			return
+		}
+		r := live[0]
+		r.res, r.err = eventstore.AppendResult{}, fmt.Errorf("embedded: commit: %w", err)
+		close(r.answer)
+		return
+	}
+	if lastSeq != s.lastSeq {
+		s.lastSeq = lastSeq
+		s.lastRecorded = now
+		s.watch.Advance(eventstore.Position{Lo: lastSeq})
+	}
+	for _, r := range live {
+		close(r.answer)
+	}
+}
+
+var errWrite = errors.New("embedded: write failed")
+
+type txState struct {
+	tx                             *bolt.Tx
+	events, ids, versions, streams *bolt.Bucket
+	lastSeq                        uint64
+	now                            int64
+}
+
+// apply checks one request against the transaction's current state and, if it
+// passes, writes it. Checks come before any write, so a rejected request
+// writes nothing.
+func (st *txState) apply(r *request) (eventstore.AppendResult, error) {
+	p := &r.p
+	// Idempotency: all ids already in this stream → the original positions.
+	found := 0
+	var dup []eventstore.AppendedEvent
+	for i := range p.Events {
+		id := p.Events[i].ID
+		v := st.ids.Get(id[:])
+		if v == nil {
+			continue
+		}
+		found++
+		seq := binary.BigEndian.Uint64(v)
+		h, err := decodeHeader(st.events.Get(v))
+		if err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("embedded: event %s (seq %d): %w", id, seq, err)
+		}
+		if string(h.stream) != p.Stream {
+			return eventstore.AppendResult{}, fmt.Errorf("%w: event %s is in another stream", eventstore.ErrIDConflict, id)
+		}
+		dup = append(dup, eventstore.AppendedEvent{ID: id, Position: eventstore.Position{Lo: seq}, Version: h.version})
+	}
+	if found == len(p.Events) {
+		return eventstore.AppendResult{Events: dup, Duplicate: true}, nil
+	}
+	if found > 0 {
+		return eventstore.AppendResult{}, fmt.Errorf("%w: %d of %d event ids are already in stream %q", eventstore.ErrIDConflict, found, len(p.Events), p.Stream)
+	}
+
+	current := int64(-1)
+	if v := st.streams.Get([]byte(p.Stream)); v != nil {
+		current = int64(binary.BigEndian.Uint64(v))
+	}
+	if err := p.Expected.Check(p.Stream, current); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+
+	res := eventstore.AppendResult{Events: make([]eventstore.AppendedEvent, len(p.Events))}
+	for i := range p.Events {
+		seq := st.lastSeq + 1
+		ver := current + 1 + int64(i)
+		rec := r.records[i]
+		setRecordFields(rec, st.now, ver)
+		key := seqKey(seq)
+		id := p.Events[i].ID
+		if err := st.events.Put(key, rec); err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("%w: events: %w", errWrite, err)
+		}
+		if err := st.ids.Put(id[:], key); err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("%w: ids: %w", errWrite, err)
+		}
+		if err := st.versions.Put(versionKey(p.Stream, ver), key); err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("%w: versions: %w", errWrite, err)
+		}
+		st.lastSeq = seq
+		res.Events[i] = eventstore.AppendedEvent{ID: id, Position: eventstore.Position{Lo: seq}, Version: ver}
+	}
+	if err := st.streams.Put([]byte(p.Stream), putUint64(uint64(current+int64(len(p.Events))))); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("%w: streams: %w", errWrite, err)
+	}
+	return res, nil
+}
+
+// view runs fn in a read transaction, translating a closed database.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	if s.closed.Load() {
+		return eventstore.ErrClosed
+	}
+	err := s.db.View(fn)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return eventstore.ErrClosed
+	}
+	return err
+}
+
+func checkPosition(p eventstore.Position) error {
+	if p.Hi != 0 {
+		return fmt.Errorf("%w: %s is not an embedded store position", eventstore.ErrBadPosition, p)
+	}
+	return nil
+}
+
+// ReadAll implements eventstore.Store. Everything a read transaction sees is
+// committed and the sequence is dense, so every read is settled.
+func (s *Store) ReadAll(ctx context.Context, p eventstore.ReadParams) (eventstore.ReadResult, error) {
+	if err := ctx.Err(); err != nil {
+		return eventstore.ReadResult{}, err
+	}
+	if err := checkPosition(p.After); err != nil {
+		return eventstore.ReadResult{}, err
+	}
+	limit, maxScan := p.Limits()
+	res := eventstore.ReadResult{Events: []eventstore.Event{}, Next: p.After}
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		scanned := 0
+		for k, v := c.Seek(seqKey(p.After.Lo + 1)); k != nil; k, v = c.Next() {
+			seq := binary.BigEndian.Uint64(k)
+			h, err := decodeHeader(v)
+			if err != nil {
+				return fmt.Errorf("embedded: seq %d: %w", seq, err)
+			}
+			scanned++
+			res.Next = eventstore.Position{Lo: seq}
+			if h.match(&p.Filter) {
+				ev, err := h.event(seq)
+				if err != nil {
+					return fmt.Errorf("embedded: seq %d: %w", seq, err)
+				}
+				res.Events = append(res.Events, ev)
+				if len(res.Events) >= limit {
+					break
+				}
+			}
+			if scanned >= maxScan {
+				break
+			}
+			if scanned%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return eventstore.ReadResult{}, err
+	}
+	return res, nil
+}
+
+// ReadStream implements eventstore.Store.
+func (s *Store) ReadStream(ctx context.Context, p eventstore.ReadStreamParams) ([]eventstore.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !eventstore.ValidStream(p.Stream) {
+		return nil, eventstore.Invalid("stream", "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+	}
+	if p.FromVersion < 0 {
+		return nil, eventstore.Invalid("from_version", "must not be negative")
+	}
+	limit := p.Limit
+	if limit <= 0 {
+		limit = eventstore.DefaultReadLimit
+	}
+	limit = min(limit, eventstore.MaxReadLimit)
+	out := []eventstore.Event{}
+	err := s.view(func(tx *bolt.Tx) error {
+		events := tx.Bucket(bucketEvents)
+		prefix := versionKey(p.Stream, 0)[:len(p.Stream)+1]
+		c := tx.Bucket(bucketVersions).Cursor()
+		for k, v := c.Seek(versionKey(p.Stream, p.FromVersion)); k != nil && len(out) < limit; k, v = c.Next() {
+			if len(k) != len(prefix)+8 || string(k[:len(prefix)]) != string(prefix) {
+				break
+			}
+			seq := binary.BigEndian.Uint64(v)
+			ev, err := decodeEvent(seq, events.Get(v))
+			if err != nil {
+				return fmt.Errorf("embedded: %w", err)
+			}
+			out = append(out, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Event implements eventstore.Store.
+func (s *Store) Event(ctx context.Context, id uuid.UUID) (eventstore.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return eventstore.Event{}, err
+	}
+	var ev eventstore.Event
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketIDs).Get(id[:])
+		if v == nil {
+			return fmt.Errorf("%w: event %s", eventstore.ErrNotFound, id)
+		}
+		var err error
+		ev, err = decodeEvent(binary.BigEndian.Uint64(v), tx.Bucket(bucketEvents).Get(v))
+		if err != nil {
+			return fmt.Errorf("embedded: %w", err)
+		}
+		return nil
+	})
+	return ev, err
+}
+
+// Head implements eventstore.Store.
+func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
+	if s.closed.Load() {
+		return eventstore.Position{}, eventstore.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return eventstore.Position{}, err
+	}
+	return s.watch.Head(), nil
+}
+
+var (
+	minNanos = time.Unix(0, math.MinInt64)
+	maxNanos = time.Unix(0, math.MaxInt64)
+)
+
+// PositionAt implements eventstore.Store: the position of the last event
+// recorded before t (Start if none), by binary search over the events bucket
+// (recorded_at is non-decreasing along the log): O(log n) lookups, no scan.
+func (s *Store) PositionAt(ctx context.Context, t time.Time) (eventstore.Position, error) {
+	if err := ctx.Err(); err != nil {
+		return eventstore.Position{}, err
+	}
+	var pos eventstore.Position
+	err := s.view(func(tx *bolt.Tx) error {
+		events := tx.Bucket(bucketEvents)
+		k, _ := events.Cursor().Last()
+		if k == nil || !t.After(minNanos) {
+			return nil
+		}
+		n := binary.BigEndian.Uint64(k)
+		if t.After(maxNanos) {
+			pos.Lo = n
+			return nil
+		}
+		tn := t.UnixNano()
+		var ferr error
+		// First index i in [0, n) whose event (seq i+1) has recorded_at >= t.
+		i := sort.Search(int(n), func(i int) bool {
+			at, err := recordedAtOf(events.Get(seqKey(uint64(i) + 1)))
+			if err != nil && ferr == nil {
+				ferr = fmt.Errorf("embedded: seq %d: %w", i+1, err)
+			}
+			return at >= tn
+		})
+		pos.Lo = uint64(i) // the event before it, or Start
+		return ferr
+	})
+	return pos, err
+}
+
+// Wait implements eventstore.Store: every waiter shares one HeadWatch, which
+// the committer advances after each commit.
+func (s *Store) Wait(ctx context.Context, after eventstore.Position) error {
+	return s.watch.Wait(ctx, after)
+}
+
+// Ping implements eventstore.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.view(func(*bolt.Tx) error { return nil })
+}

@@ -52,6 +52,7 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, e *env)) {
 type env struct {
 	t        *testing.T
 	store    eventstore.Store
+	api      *Server
 	srv      *httptest.Server
 	client   *http.Client
 	admin    string
@@ -70,6 +71,18 @@ func (a staticAuth) authenticate(_ context.Context, token string) (principal, er
 	return p, nil
 }
 
+// testDeps builds the real services over store.
+func testDeps(t *testing.T, store eventstore.Store) Deps {
+	t.Helper()
+	auth := staticAuth{
+		"k-admin":    {KeyID: "1", Role: roleAdmin},
+		"k-producer": {KeyID: "2", Role: roleProducer},
+		"k-acme":     {KeyID: "3", Role: roleTenant, Tenant: "acme"},
+		"k-globex":   {KeyID: "4", Role: roleTenant, Tenant: "globex"},
+	}
+	return Deps{Store: store, testAuth: auth}
+}
+
 func newEnv(t *testing.T, store eventstore.Store) *env {
 	t.Helper()
 	return newEnvConfig(t, store, Config{})
@@ -84,16 +97,11 @@ func newEnvConfig(t *testing.T, store eventstore.Store, cfg Config) *env {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	e := &env{t: t, store: store, admin: "k-admin", producer: "k-producer", tenantA: "k-acme", tenantB: "k-globex"}
-	auth := staticAuth{
-		e.admin:    {KeyID: "1", Role: roleAdmin},
-		e.producer: {KeyID: "2", Role: roleProducer},
-		e.tenantA:  {KeyID: "3", Role: roleTenant, Tenant: "acme"},
-		e.tenantB:  {KeyID: "4", Role: roleTenant, Tenant: "globex"},
-	}
-	s, err := New(cfg, Deps{Store: store, testAuth: auth})
+	s, err := New(cfg, testDeps(t, store))
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
+	e.api = s
 	e.srv = httptest.NewServer(s)
 	t.Cleanup(e.srv.Close)
 	e.client = e.srv.Client()

@@ -40,7 +40,33 @@ func (e *env) appendOK(stream string, body string) appendedOut {
 	e.t.Helper()
 	var out appendedOut
 	e.do("POST", "/v1/streams/"+stream+"/events", e.producer, body).want(e.t, http.StatusCreated).decode(e.t, &out)
+	e.settle(out.Events[len(out.Events)-1].Position)
 	return out
+}
+
+// settle waits until the store's settled head has reached pos. On PostgreSQL
+// an event becomes readable by ReadAll only once every older transaction in
+// the cluster has ended, which other tests running at the same time delay.
+func (e *env) settle(pos string) {
+	e.t.Helper()
+	p, err := eventstore.ParsePosition(pos)
+	if err != nil {
+		e.t.Fatalf("position %q: %v", pos, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		h, err := e.store.Head(ctx)
+		if err != nil {
+			e.t.Fatalf("head: %v", err)
+		}
+		if !h.Less(p) {
+			return
+		}
+		if err := e.store.Wait(ctx, h); err != nil {
+			e.t.Fatalf("waiting for %s to settle (head %s): %v", pos, h, err)
+		}
+	}
 }
 
 // appendStore appends straight to the store (for internal streams and setup).
@@ -51,6 +77,7 @@ func (e *env) appendStore(stream, typ, tenant string) eventstore.AppendedEvent {
 	if err != nil {
 		e.t.Fatalf("store append: %v", err)
 	}
+	e.settle(res.Events[0].Position.String())
 	return res.Events[0]
 }
 

@@ -16,17 +16,18 @@ import (
 
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
+	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
 )
 
 // backend opens a fresh store owned by t.
 type backend struct {
 	name string
-	open func(t *testing.T) eventstore.Store
+	open func(t testing.TB) eventstore.Store
 }
 
 func backends() []backend {
 	return []backend{
-		{"embedded", func(t *testing.T) eventstore.Store {
+		{"embedded", func(t testing.TB) eventstore.Store {
 			s, err := embedded.Open(embedded.Config{Path: t.TempDir(), NoSync: true})
 			if err != nil {
 				t.Fatalf("open embedded: %v", err)
@@ -34,6 +35,7 @@ func backends() []backend {
 			t.Cleanup(func() { _ = s.Close() })
 			return s
 		}},
+		{"postgres", func(t testing.TB) eventstore.Store { return pgtest.NewStore(t) }},
 	}
 }
 
@@ -72,7 +74,7 @@ func (a staticAuth) authenticate(_ context.Context, token string) (principal, er
 }
 
 // testDeps builds the real services over store.
-func testDeps(t *testing.T, store eventstore.Store) Deps {
+func testDeps(t testing.TB, store eventstore.Store) Deps {
 	t.Helper()
 	auth := staticAuth{
 		"k-admin":    {KeyID: "1", Role: roleAdmin},

@@ -94,11 +94,11 @@ func problemFor(err error) problem {
 	case errors.As(err, &mbe):
 		return problem{Type: problemBase + "body-too-large", Title: "Request body too large", Status: http.StatusRequestEntityTooLarge,
 			Detail: fmt.Sprintf("the request body exceeds %d bytes", mbe.Limit)}
-	case errors.As(err, &de):
-		return decodeProblem(de.err)
-	case errors.As(err, &ve):
+	case errors.As(err, &ve): // also from a field's UnmarshalJSON inside a decodeError
 		return problem{Type: problemBase + "validation", Title: "Invalid request", Status: http.StatusBadRequest,
 			Detail: "the request has invalid fields; see errors", Errors: ve.Fields}
+	case errors.As(err, &de):
+		return decodeProblem(de.err)
 	case errors.Is(err, eventstore.ErrInvalid):
 		return problem{Type: problemBase + "validation", Title: "Invalid request", Status: http.StatusBadRequest, Detail: err.Error()}
 	case errors.Is(err, eventstore.ErrBadPosition):

@@ -122,7 +122,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s }
 
 func (s *Server) routes() {
-	r := mux.NewRouter()
+	// SkipClean: an API answers 404 for unclean paths rather than redirecting.
+	r := mux.NewRouter().SkipClean(true)
 	s.router = r
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		s.fail(w, req, errNotFound)

@@ -30,12 +30,26 @@ const (
 
 var errCorrupt = errors.New("embedded: corrupt record")
 
-// encodeRecord encodes e with zero recorded_at and version; the committer
-// patches both in place (setRecordFields) once it knows them.
-func encodeRecord(stream string, e *eventstore.ProposedEvent) []byte {
-	n := offVar + 4*binary.MaxVarintLen64 + len(e.Type) + len(stream) + len(e.Tenant) + len(e.Data) + len(e.Metadata)
-	b := make([]byte, offVar, n)
+// recordSize is the encoded size of e.
+func recordSize(stream string, e *eventstore.ProposedEvent) int {
+	return offVar + uvarintLen(len(e.Type)) + len(e.Type) + uvarintLen(len(stream)) + len(stream) +
+		uvarintLen(len(e.Tenant)) + len(e.Tenant) + uvarintLen(len(e.Data)) + len(e.Data) + len(e.Metadata)
+}
+
+func uvarintLen(n int) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], uint64(n))
+}
+
+// encodeRecord encodes e at the start of buf (which has room for
+// recordSize bytes) with zero recorded_at and version; the committer patches
+// both in place (setRecordFields) once it knows them. It returns the record
+// and the rest of buf.
+func encodeRecord(buf []byte, stream string, e *eventstore.ProposedEvent) (rec, rest []byte) {
+	n := recordSize(stream, e)
+	b := buf[:offVar:n]
 	b[0] = recordFormat
+	clear(b[offRecordedAt:offID])
 	copy(b[offID:], e.ID[:])
 	b = appendString(b, e.Type)
 	b = appendString(b, stream)
@@ -43,7 +57,10 @@ func encodeRecord(stream string, e *eventstore.ProposedEvent) []byte {
 	b = binary.AppendUvarint(b, uint64(len(e.Data)))
 	b = append(b, e.Data...)
 	b = append(b, e.Metadata...)
-	return b
+	if len(b) != n {
+		panic("embedded: record size mismatch")
+	}
+	return b, buf[n:]
 }
 
 func appendString(b []byte, s string) []byte {
@@ -165,10 +182,16 @@ func seqKey(seq uint64) []byte {
 }
 
 func versionKey(stream string, version int64) []byte {
-	k := make([]byte, 0, len(stream)+9)
-	k = append(k, stream...)
-	k = append(k, 0)
-	return binary.BigEndian.AppendUint64(k, uint64(version))
+	k := make([]byte, len(stream)+9)
+	putVersionKey(k, stream, version)
+	return k
+}
+
+// putVersionKey writes stream + 0x00 + version into k (len(stream)+9 bytes).
+func putVersionKey(k []byte, stream string, version int64) {
+	copy(k, stream)
+	k[len(stream)] = 0
+	binary.BigEndian.PutUint64(k[len(stream)+1:], uint64(version))
 }
 
 func putUint64(v uint64) []byte {

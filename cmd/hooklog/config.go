@@ -1,0 +1,359 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// defaultConfigFile is read when it exists and --config is not given.
+const defaultConfigFile = "configs/hooklog.yaml"
+
+// envPrefix prefixes every environment variable: http.addr is HOOKLOG_HTTP_ADDR.
+const envPrefix = "HOOKLOG"
+
+// kind says how a key's value is parsed and validated.
+type kind int
+
+const (
+	kindString kind = iota
+	kindBool
+	kindDuration // Go duration string, > 0
+	kindSize     // bytes: an integer or "512KiB", "1MiB", "1MB", > 0
+	kindInt      // integer >= 0
+)
+
+// keySpec is one configuration key. keys is the single list every layer
+// (defaults, file, environment, flags), the validation and the documentation
+// test are driven from.
+type keySpec struct {
+	key   string
+	def   string
+	kind  kind
+	usage string
+}
+
+var keys = []keySpec{
+	{"log.level", "info", kindString, "log level: debug, info, warn or error"},
+	{"log.format", "text", kindString, "log format: text or json"},
+	{"http.addr", "127.0.0.1:8080", kindString, "host:port the HTTP API listens on"},
+	{"http.max_body", "1MiB", kindSize, "largest accepted request body; larger gets 413"},
+	{"http.read_header_timeout", "10s", kindDuration, "time allowed to read request headers"},
+	{"http.shutdown_timeout", "30s", kindDuration, "on SIGTERM/SIGINT, how long in-flight requests may finish"},
+	{"store.driver", "embedded", kindString, "event store backend: embedded, postgres or esdb"},
+	{"store.path", "./data", kindString, "directory of the embedded store"},
+	{"store.postgres.url", "", kindString, "PostgreSQL connection URL (required for store.driver=postgres)"},
+	{"store.postgres.schema", "hooklog", kindString, "PostgreSQL schema holding hooklog's tables"},
+	{"store.postgres.max_conns", "0", kindInt, "PostgreSQL pool size; 0 = the driver's default"},
+	{"store.esdb.url", "", kindString, "KurrentDB/EventStoreDB connection string (store.driver=esdb)"},
+	{"auth.admin_key", "", kindString, "admin API key; empty = generate one on first start and print it"},
+	{"delivery.allow_private_networks", "false", kindBool, "allow webhook targets on loopback/private networks"},
+	{"delivery.timeout", "15s", kindDuration, "time an endpoint has to answer a delivery"},
+}
+
+// devValues are what --dev sets: they override the file and the environment,
+// but a flag given explicitly still wins.
+var devValues = map[string]any{
+	"store.driver":                    "embedded",
+	"store.path":                      "./data",
+	"http.addr":                       "127.0.0.1:8080",
+	"delivery.allow_private_networks": true,
+}
+
+// config is the validated configuration.
+type config struct {
+	Log struct {
+		Level  string
+		Format string
+	}
+	HTTP struct {
+		Addr              string
+		MaxBody           int64
+		ReadHeaderTimeout time.Duration
+		ShutdownTimeout   time.Duration
+	}
+	Store struct {
+		Driver   string
+		Path     string
+		Postgres struct {
+			URL      string
+			Schema   string
+			MaxConns int32
+		}
+		ESDB struct {
+			URL string
+		}
+	}
+	Auth struct {
+		AdminKey string
+	}
+	Delivery struct {
+		AllowPrivateNetworks bool
+		Timeout              time.Duration
+	}
+	Dev bool
+	// File is the configuration file that was read, "" if none.
+	File string
+}
+
+// ConfigError is a configuration problem: it names the key (or file) and the
+// problem. The process exits with status 2 on one.
+type ConfigError struct {
+	Key     string
+	Problem string
+}
+
+func (e *ConfigError) Error() string { return e.Key + ": " + e.Problem }
+
+func cfgErr(key, format string, args ...any) error {
+	return &ConfigError{Key: key, Problem: fmt.Sprintf(format, args...)}
+}
+
+// addConfigFlags registers --config, --dev and one flag per key (named after
+// the key, e.g. --http.addr) on fs.
+func addConfigFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "configuration file (default "+defaultConfigFile+" when it exists)")
+	fs.Bool("dev", false, "development mode: embedded store in ./data, 127.0.0.1:8080, private delivery targets allowed")
+	for _, k := range keys {
+		if k.kind == kindBool {
+			fs.Bool(k.key, k.def == "true", k.usage)
+			continue
+		}
+		fs.String(k.key, k.def, k.usage)
+	}
+}
+
+// loadConfig reads the configuration in order of precedence: defaults <
+// config file < HOOKLOG_* environment < --dev < explicit flags, and validates it.
+// Every error is a *ConfigError.
+func loadConfig(fs *pflag.FlagSet) (*config, error) {
+	v := viper.New()
+	v.SetEnvPrefix(envPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for _, k := range keys {
+		v.SetDefault(k.key, k.def)
+		// AutomaticEnv alone misses nested keys in Unmarshal/AllSettings;
+		// binding each key makes HOOKLOG_STORE_POSTGRES_URL work everywhere.
+		if err := v.BindEnv(k.key); err != nil {
+			return nil, cfgErr(k.key, "%v", err)
+		}
+		if f := fs.Lookup(k.key); f != nil {
+			if err := v.BindPFlag(k.key, f); err != nil {
+				return nil, cfgErr(k.key, "%v", err)
+			}
+		}
+	}
+
+	file, explicit := "", false
+	if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
+		file, explicit = f.Value.String(), true
+	} else if _, err := os.Stat(defaultConfigFile); err == nil {
+		file = defaultConfigFile
+	}
+	if file != "" {
+		if err := mergeFile(v, file, explicit); err != nil {
+			return nil, err
+		}
+	}
+
+	dev := false
+	if f := fs.Lookup("dev"); f != nil {
+		dev, _ = strconv.ParseBool(f.Value.String())
+	}
+	if dev {
+		for key, val := range devValues {
+			if f := fs.Lookup(key); f == nil || !f.Changed {
+				v.Set(key, val)
+			}
+		}
+	}
+
+	c, err := decode(v)
+	if err != nil {
+		return nil, err
+	}
+	c.Dev = dev
+	c.File = file
+	return c, c.validate()
+}
+
+// mergeFile reads a YAML file into v's config layer, rejecting keys hooklog
+// does not know (a typo would otherwise be silently ignored).
+func mergeFile(v *viper.Viper, file string, explicit bool) error {
+	if _, err := os.Stat(file); err != nil {
+		if explicit {
+			return cfgErr("config", "cannot read %s: %v", file, errors.Unwrap(err))
+		}
+		return nil
+	}
+	fv := viper.New()
+	fv.SetConfigFile(file)
+	fv.SetConfigType("yaml")
+	if err := fv.ReadInConfig(); err != nil {
+		return cfgErr("config", "%s: %s", file, oneLine(err.Error()))
+	}
+	known := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		known[k.key] = true
+	}
+	fileKeys := fv.AllKeys()
+	slices.Sort(fileKeys)
+	for _, k := range fileKeys {
+		if !known[k] {
+			return cfgErr(k, "unknown key in %s", file)
+		}
+	}
+	return v.MergeConfigMap(fv.AllSettings())
+}
+
+// decode parses every key strictly: viper's own getters turn a malformed
+// duration into 0, which would hide the mistake.
+func decode(v *viper.Viper) (*config, error) {
+	var c config
+	vals := map[string]any{}
+	for _, k := range keys {
+		raw := v.Get(k.key)
+		switch raw.(type) {
+		case map[string]any, []any, []string:
+			return nil, cfgErr(k.key, "must be a single value, not a list or map")
+		}
+		s := strings.TrimSpace(fmt.Sprint(raw))
+		if raw == nil {
+			s = ""
+		}
+		switch k.kind {
+		case kindString:
+			vals[k.key] = s
+		case kindBool:
+			b, err := strconv.ParseBool(s)
+			if err != nil {
+				return nil, cfgErr(k.key, "%q is not a boolean (want true or false)", s)
+			}
+			vals[k.key] = b
+		case kindDuration:
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				return nil, cfgErr(k.key, "%q is not a positive duration (want e.g. \"15s\", \"500ms\", \"5m\")", s)
+			}
+			vals[k.key] = d
+		case kindSize:
+			n, err := parseSize(s)
+			if err != nil {
+				return nil, cfgErr(k.key, "%v", err)
+			}
+			vals[k.key] = n
+		case kindInt:
+			n, err := strconv.ParseInt(s, 10, 32)
+			if err != nil || n < 0 {
+				return nil, cfgErr(k.key, "%q is not a non-negative integer", s)
+			}
+			vals[k.key] = n
+		}
+	}
+	str := func(k string) string { return vals[k].(string) }
+	dur := func(k string) time.Duration { return vals[k].(time.Duration) }
+	c.Log.Level = str("log.level")
+	c.Log.Format = str("log.format")
+	c.HTTP.Addr = str("http.addr")
+	c.HTTP.MaxBody = vals["http.max_body"].(int64)
+	c.HTTP.ReadHeaderTimeout = dur("http.read_header_timeout")
+	c.HTTP.ShutdownTimeout = dur("http.shutdown_timeout")
+	c.Store.Driver = str("store.driver")
+	c.Store.Path = str("store.path")
+	c.Store.Postgres.URL = str("store.postgres.url")
+	c.Store.Postgres.Schema = str("store.postgres.schema")
+	c.Store.Postgres.MaxConns = int32(vals["store.postgres.max_conns"].(int64))
+	c.Store.ESDB.URL = str("store.esdb.url")
+	c.Auth.AdminKey = str("auth.admin_key")
+	c.Delivery.AllowPrivateNetworks = vals["delivery.allow_private_networks"].(bool)
+	c.Delivery.Timeout = dur("delivery.timeout")
+	return &c, nil
+}
+
+var (
+	schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+	sizeRE   = regexp.MustCompile(`^([0-9]+)\s*([KMG]i?B|B)?$`)
+)
+
+// validate checks the cross-field rules; the first problem wins.
+func (c *config) validate() error {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return cfgErr("log.level", "unknown level %q (want debug, info, warn or error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return cfgErr("log.format", "unknown format %q (want text or json)", c.Log.Format)
+	}
+	host, port, err := net.SplitHostPort(c.HTTP.Addr)
+	if err != nil {
+		return cfgErr("http.addr", "%q is not host:port", c.HTTP.Addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return cfgErr("http.addr", "%q has no valid port", c.HTTP.Addr)
+	}
+	_ = host // empty host = all interfaces, as net.Listen has it
+	switch c.Store.Driver {
+	case "embedded":
+		if c.Store.Path == "" {
+			return cfgErr("store.path", "must not be empty for store.driver=embedded")
+		}
+	case "postgres":
+		if c.Store.Postgres.URL == "" {
+			return cfgErr("store.postgres.url", "is required for store.driver=postgres (e.g. postgres://user@127.0.0.1:5432/db)")
+		}
+		if _, err := pgconn.ParseConfig(c.Store.Postgres.URL); err != nil {
+			// pgconn masks the password in its message.
+			return cfgErr("store.postgres.url", "cannot be parsed: %s", oneLine(err.Error()))
+		}
+		if !schemaRE.MatchString(c.Store.Postgres.Schema) {
+			return cfgErr("store.postgres.schema", "%q is not a plain lower-case SQL identifier", c.Store.Postgres.Schema)
+		}
+	case "esdb":
+		if c.Store.ESDB.URL != "" {
+			if u, err := url.Parse(c.Store.ESDB.URL); err != nil || u.Scheme == "" {
+				return cfgErr("store.esdb.url", "%q is not a connection URL like esdb://host:2113?tls=false", c.Store.ESDB.URL)
+			}
+		}
+		return cfgErr("store.driver", "the esdb backend is not built yet in this version (use embedded or postgres)")
+	default:
+		return cfgErr("store.driver", "unknown driver %q (want embedded, postgres or esdb)", c.Store.Driver)
+	}
+	return nil
+}
+
+// parseSize parses "1048576", "512KiB", "1MiB", "1MB", "2GiB".
+func parseSize(s string) (int64, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size (want bytes or e.g. \"512KiB\", \"1MiB\")", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a positive size", s)
+	}
+	mult := map[string]int64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m[2]]
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// oneLine folds a multi-line error message (YAML errors have several) into one.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -77,6 +77,8 @@ type Store struct {
 	// Owned by the committer goroutine (read by Open before it starts).
 	lastSeq      uint64
 	lastRecorded int64
+
+	commits atomic.Int64 // write transactions committed (tests, metrics)
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -301,6 +303,7 @@ func (s *Store) commit(batch []*request) {
 		close(r.answer)
 		return
 	}
+	s.commits.Add(1)
 	if lastSeq != s.lastSeq {
 		s.lastSeq = lastSeq
 		s.lastRecorded = now

@@ -59,9 +59,9 @@ func TestGroupCommitRequestsAreIndependent(t *testing.T) {
 	reqs := []*request{
 		newRequest(t, ctx, eventstore.AppendParams{Stream: "a", Expected: eventstore.NoStream, Events: []eventstore.ProposedEvent{a1, a2}}),
 		newRequest(t, ctx, eventstore.AppendParams{Stream: "a", Expected: eventstore.NoStream, Events: []eventstore.ProposedEvent{proposed("order.x")}}), // a exists now
-		newRequest(t, ctx, eventstore.AppendParams{Stream: "a", Expected: eventstore.NoStream, Events: []eventstore.ProposedEvent{a2, a1}}),          // retry of the first
-		newRequest(t, ctx, eventstore.AppendParams{Stream: "a", Events: []eventstore.ProposedEvent{a1, proposed("order.y")}}),                       // mixed
-		newRequest(t, canceled, eventstore.AppendParams{Stream: "b", Events: []eventstore.ProposedEvent{proposed("order.z")}}),                      // gave up
+		newRequest(t, ctx, eventstore.AppendParams{Stream: "a", Expected: eventstore.NoStream, Events: []eventstore.ProposedEvent{a2, a1}}),              // retry of the first
+		newRequest(t, ctx, eventstore.AppendParams{Stream: "a", Events: []eventstore.ProposedEvent{a1, proposed("order.y")}}),                            // mixed
+		newRequest(t, canceled, eventstore.AppendParams{Stream: "b", Events: []eventstore.ProposedEvent{proposed("order.z")}}),                           // gave up
 		newRequest(t, ctx, eventstore.AppendParams{Stream: "a", Expected: eventstore.Exact(1), Events: []eventstore.ProposedEvent{proposed("order.shipped")}}),
 	}
 	s.commit(reqs)

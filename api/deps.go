@@ -4,11 +4,14 @@ import (
 	"errors"
 
 	"github.com/hooklog/hooklog/eventstore"
+	"github.com/hooklog/hooklog/subscriptions"
 )
 
-// Deps are the services the API fronts.
+// Deps are the services the API fronts. All are required; the caller starts
+// the services (Subscriptions.Start) and owns their lifecycle.
 type Deps struct {
-	Store eventstore.Store
+	Store         eventstore.Store
+	Subscriptions *subscriptions.Service
 
 	// testAuth replaces Keys while apikeys is being written. TEMPORARY.
 	testAuth authenticator
@@ -17,6 +20,9 @@ type Deps struct {
 func (d Deps) validate() error {
 	if d.Store == nil {
 		return errors.New("api: Deps.Store is required")
+	}
+	if d.Subscriptions == nil {
+		return errors.New("api: Deps.Subscriptions is required")
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
 	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
+	"github.com/hooklog/hooklog/subscriptions"
 )
 
 // backend opens a fresh store owned by t.
@@ -82,8 +83,20 @@ func testDeps(t testing.TB, store eventstore.Store) Deps {
 		"k-acme":     {KeyID: "3", Role: roleTenant, Tenant: "acme"},
 		"k-globex":   {KeyID: "4", Role: roleTenant, Tenant: "globex"},
 	}
-	return Deps{Store: store, testAuth: auth}
+	subs, err := subscriptions.New(store, subscriptions.Config{Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("subscriptions.New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := subs.Start(ctx); err != nil {
+		t.Fatalf("subscriptions.Start: %v", err)
+	}
+	t.Cleanup(subs.Stop)
+	return Deps{Store: store, Subscriptions: subs, testAuth: auth}
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newEnv(t *testing.T, store eventstore.Store) *env {
 	t.Helper()
@@ -93,7 +106,7 @@ func newEnv(t *testing.T, store eventstore.Store) *env {
 func newEnvConfig(t *testing.T, store eventstore.Store, cfg Config) *env {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.Logger = quietLogger()
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/hooklog/hooklog/eventstore"
+	"github.com/hooklog/hooklog/subscriptions"
 )
 
 // problem is an RFC 9457 problem document.
@@ -80,10 +81,8 @@ func problemFor(err error) problem {
 		mbe *http.MaxBytesError
 		de  *decodeError
 		wve *eventstore.WrongVersionError
+		pe  *subscriptions.PolicyError
 	)
-	if p, ok := serviceProblem(err); ok {
-		return p
-	}
 	switch {
 	case errors.As(err, &he):
 		title := http.StatusText(he.status)
@@ -113,7 +112,7 @@ func problemFor(err error) problem {
 	case errors.Is(err, eventstore.ErrIDConflict):
 		return problem{Type: problemBase + "id-conflict", Title: "Event id conflict", Status: http.StatusConflict,
 			Detail: "some event ids are already in the log (in this or another stream) and others are new; nothing was written"}
-	case errors.Is(err, eventstore.ErrNotFound), errors.Is(err, errNotFound):
+	case errors.Is(err, eventstore.ErrNotFound), errors.Is(err, subscriptions.ErrNotFound), errors.Is(err, errNotFound):
 		return problem{Type: problemBase + "not-found", Title: "Not found", Status: http.StatusNotFound, Detail: "no such resource"}
 	case errors.Is(err, errUnauthenticated):
 		return problem{Type: problemBase + "unauthenticated", Title: "Unauthorized", Status: http.StatusUnauthorized,
@@ -124,7 +123,10 @@ func problemFor(err error) problem {
 		return problem{Type: problemBase + "method-not-allowed", Title: "Method not allowed", Status: http.StatusMethodNotAllowed, Detail: "this route does not accept that method"}
 	case errors.Is(err, errNotImplemented):
 		return problem{Type: problemBase + "not-implemented", Title: "Not implemented", Status: http.StatusNotImplemented, Detail: errNotImplemented.Error()}
-	case errors.Is(err, eventstore.ErrClosed), errors.Is(err, context.DeadlineExceeded):
+	case errors.As(err, &pe): // normally a field error already; kept for callers that pass it through
+		return problem{Type: problemBase + "validation", Title: "Invalid request", Status: http.StatusBadRequest,
+			Detail: "url: " + pe.Msg, Errors: map[string]string{"url": pe.Msg}}
+	case errors.Is(err, eventstore.ErrClosed), errors.Is(err, subscriptions.ErrNotStarted), errors.Is(err, context.DeadlineExceeded):
 		return problem{Type: problemBase + "unavailable", Title: "Service unavailable", Status: http.StatusServiceUnavailable, Detail: "the event store is not available"}
 	}
 	return problem{Type: problemBase + "internal", Title: "Internal server error", Status: http.StatusInternalServerError, Detail: "an internal error occurred; it has been logged"}

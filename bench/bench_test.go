@@ -1,0 +1,72 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
+)
+
+// The scenarios run end to end (briefly) and report a row each; the figures
+// themselves are for `hooklog bench`, not for tests.
+func TestRunAppendEmbedded(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("short")
+	}
+	res, err := RunAppend(context.Background(), AppendOptions{
+		Drivers: []string{"embedded"}, Duration: 200 * time.Millisecond, Dir: t.TempDir(),
+		Concurrency: 4, TailRate: 200,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResults(t, res, 3)
+}
+
+func TestRunAppendPostgres(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	if testing.Short() {
+		t.Skip("short")
+	}
+	res, err := RunAppend(context.Background(), AppendOptions{
+		Drivers: []string{"postgres"}, PostgresURL: url, Duration: 200 * time.Millisecond,
+		Concurrency: 4, TailRate: 200,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResults(t, res, 3)
+}
+
+func checkResults(t *testing.T, res []Result, n int) {
+	t.Helper()
+	if len(res) != n {
+		t.Fatalf("got %d results, want %d: %+v", len(res), n, res)
+	}
+	for _, r := range res {
+		if r.Value <= 0 || r.Text == "" || (r.Baseline != "" && (r.BaselineValue <= 0 || r.Ratio <= 0)) {
+			t.Errorf("implausible result: %+v", r)
+		}
+	}
+	var buf bytes.Buffer
+	if err := Print(&buf, "title", res); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(buf.String(), "\n"); lines < n+2 {
+		t.Errorf("table too short:\n%s", buf.String())
+	}
+}
+
+func TestPayloadSize(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{500, 1000} {
+		if got := len(line("bench-w-00", payload(size))); got < size-2 || got > size+2 {
+			t.Errorf("payload(%d) gives %d-byte lines", size, got)
+		}
+	}
+}

@@ -1,0 +1,167 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hooklog/hooklog/eventstore"
+)
+
+// maxAppendAttempts bounds the reruns of an Append that lost a race the
+// database detected (see isRetryable).
+const maxAppendAttempts = 5
+
+// querier is what append needs: the pool (one statement = one transaction) or
+// the caller's pgx.Tx.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Append implements eventstore.Store. The whole append is one call of the
+// schema's append_events function: one statement, one round trip, one
+// transaction, durable when it returns.
+func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventstore.AppendResult, error) {
+	if s.closed.Load() {
+		return eventstore.AppendResult{}, eventstore.ErrClosed
+	}
+	if err := p.Validate(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	args := appendArgs(p)
+	for attempt := 1; ; attempt++ {
+		res, err := s.appendWith(ctx, s.pool, p, args)
+		if err != nil && attempt < maxAppendAttempts && isRetryable(err) && ctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return eventstore.AppendResult{}, s.translate(err, "append")
+		}
+		s.noteAppended(res.Events[len(res.Events)-1].Position)
+		if !res.Duplicate {
+			s.kick(s.localKick)
+		}
+		return res, nil
+	}
+}
+
+// AppendTx appends p inside the caller's transaction (transactional outbox):
+// the events commit or roll back with tx. The positions returned are final,
+// but readers see the events only after tx commits (and, like every append,
+// once older transactions have finished). In-process waiters notice them at
+// the next poll (Config.PollInterval).
+//
+// A wrong version, an id conflict or a duplicate are answered without
+// disturbing tx. Races the database detects are not retried here: a
+// serialization failure (another transaction appended to the same stream in an
+// order the log cannot represent, or tx runs at REPEATABLE READ or above) is
+// returned as the pgx error, and the same id committed concurrently to another
+// stream as ErrIDConflict; in both cases tx is aborted and the caller retries
+// the whole transaction. Use READ COMMITTED (the default) for tx.
+func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendParams) (eventstore.AppendResult, error) {
+	if s.closed.Load() {
+		return eventstore.AppendResult{}, eventstore.ErrClosed
+	}
+	if err := p.Validate(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	res, err := s.appendWith(ctx, tx, p, appendArgs(p))
+	if err != nil {
+		return eventstore.AppendResult{}, s.translate(err, "append in transaction")
+	}
+	return res, nil
+}
+
+// appendArgs are the parameters of append_events for a validated p.
+func appendArgs(p eventstore.AppendParams) []any {
+	n := len(p.Events)
+	ids := make([]uuid.UUID, n)
+	types := make([]string, n)
+	tenants := make([]string, n)
+	data := make([]json.RawMessage, n)
+	meta := make([]json.RawMessage, n)
+	for i, e := range p.Events {
+		ids[i], types[i], tenants[i], data[i], meta[i] = e.ID, e.Type, e.Tenant, e.Data, e.Metadata
+	}
+	var kind int32
+	var exp int64
+	switch {
+	case p.Expected.IsNoStream():
+		kind = 1
+	case p.Expected.IsExists():
+		kind = 2
+	default:
+		if v, ok := p.Expected.Exact(); ok {
+			kind, exp = 3, v
+		}
+	}
+	return []any{p.Stream, kind, exp, ids, types, tenants, data, meta}
+}
+
+// Status codes of append_events (see migrations/0001_init.sql).
+const (
+	statusAppended  = 0
+	statusDuplicate = 1
+	statusConflict  = 2
+	statusWrongVer  = 3
+)
+
+func (s *Store) appendWith(ctx context.Context, q querier, p eventstore.AppendParams, args []any) (eventstore.AppendResult, error) {
+	rows, err := q.Query(ctx, s.q.append, args...)
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	res := eventstore.AppendResult{Events: make([]eventstore.AppendedEvent, 0, len(p.Events))}
+	status := -1
+	var actual int64
+	for rows.Next() {
+		var (
+			st                 int32
+			id                 *uuid.UUID
+			txid, seq, version *int64
+		)
+		if err := rows.Scan(&st, &id, &txid, &seq, &version); err != nil {
+			rows.Close()
+			return eventstore.AppendResult{}, err
+		}
+		status = int(st)
+		switch st {
+		case statusAppended, statusDuplicate:
+			if id == nil || txid == nil || seq == nil || version == nil {
+				rows.Close()
+				return eventstore.AppendResult{}, errors.New("append_events returned a null position")
+			}
+			res.Events = append(res.Events, eventstore.AppendedEvent{
+				ID:       *id,
+				Position: eventstore.Position{Hi: uint64(*txid), Lo: uint64(*seq)},
+				Version:  *version,
+			})
+		case statusWrongVer:
+			if version != nil {
+				actual = *version
+			}
+		}
+	}
+	// For Append the statement's implicit transaction has committed once the
+	// rows are drained without error.
+	if err := rows.Err(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	switch status {
+	case statusAppended, statusDuplicate:
+		if len(res.Events) != len(p.Events) {
+			return eventstore.AppendResult{}, fmt.Errorf("append_events returned %d rows for %d events", len(res.Events), len(p.Events))
+		}
+		res.Duplicate = status == statusDuplicate
+		return res, nil
+	case statusConflict:
+		return eventstore.AppendResult{}, fmt.Errorf("stream %q: %w", p.Stream, eventstore.ErrIDConflict)
+	case statusWrongVer:
+		return eventstore.AppendResult{}, &eventstore.WrongVersionError{Stream: p.Stream, Expected: p.Expected, Actual: actual}
+	}
+	return eventstore.AppendResult{}, fmt.Errorf("append_events returned status %d", status)
+}

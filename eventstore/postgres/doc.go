@@ -1,0 +1,54 @@
+// Package postgres is the PostgreSQL backend of eventstore.Store, built on
+// github.com/jackc/pgx/v5 (pgxpool). It is the production single-node store and
+// the place for the transactional outbox: AppendTx appends inside the
+// application's own pgx.Tx, so its events commit (or roll back) with its writes.
+//
+// # Schema
+//
+// Everything lives in one schema, Config.Schema (default "hooklog"), created
+// if missing. Versioned migrations (migrations/NNNN_name.sql, embedded in the
+// binary) are applied by Open inside one transaction holding a
+// pg_advisory_xact_lock, so several processes may start at once; the applied
+// versions are listed in <schema>.schema_migrations. A database migrated by a
+// newer binary is refused. All statements use schema-qualified names; the
+// connections' search_path is left alone, so Pool() can be shared with the
+// application.
+//
+// # Log order and visibility
+//
+// A plain bigserial is not a safe cursor: a row with a smaller number can
+// commit after a reader has passed it. Each row is therefore stamped with its
+// transaction's id (pg_current_xact_id(), 64 bits) and a per-row seq; the log
+// order is (txid, seq) and a Position is {Hi: txid, Lo: seq}. Readers return
+// only rows with txid below the xmin of their snapshot, i.e. rows whose
+// transaction and every older transaction has finished: whatever commits later
+// has a larger txid and sorts after every cursor already handed out. Appends to
+// one stream are serialized by a row lock on the stream's head row (held to
+// commit), so a stream's versions also follow log order.
+//
+// The price: one long-open write transaction anywhere in the PostgreSQL
+// cluster (any database: the xmin horizon is cluster-wide, and it includes
+// AppendTx callers that keep their transaction open) holds back what readers
+// may see, for every reader, until it ends. Keep write transactions short.
+// Appends already made stay durable; they just become readable later. ReadStream
+// and Event read committed rows directly and are not held back.
+//
+// # Wait, LISTEN/NOTIFY and polling
+//
+// Each Store runs one watcher goroutine that owns an eventstore.HeadWatch and
+// re-reads the visible head when this process's Append commits, when a
+// notification arrives on channel "hooklog_events_<schema>" (a dedicated LISTEN
+// connection, reconnected with backoff), or every PollInterval. After local
+// appends the watcher sends a coalesced, empty NOTIFY in its own tiny
+// transaction, never inside the append's. Events appended with AppendTx, or by
+// writers that do not notify, are seen within PollInterval.
+//
+// # PositionAt
+//
+// Each row keeps recorded_at (clock_timestamp()) and xmin_at_insert, the xmin of
+// the inserting statement's snapshot. PositionAt(t) looks up the first row with
+// recorded_at >= t on an index and returns the cursor just before every row with
+// txid >= its xmin_at_insert; the argument is written at Store.PositionAt. The
+// result may be earlier than the last event before t when transactions overlap,
+// never later. It assumes the database clock does not step backwards.
+package postgres

@@ -30,8 +30,8 @@ type Store struct {
 	targetMu   sync.Mutex
 	target     eventstore.Position // last position committed by Append
 	stuckSince atomic.Int64        // unix ns since rows are held back, 0 = not
-	localKick  chan struct{} // an Append of this Store committed
-	remoteKick chan struct{} // a notification arrived
+	localKick  chan struct{}       // an Append of this Store committed
+	remoteKick chan struct{}       // a notification arrived
 
 	closed    atomic.Bool
 	closeOnce sync.Once

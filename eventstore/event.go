@@ -52,10 +52,10 @@ var (
 func Exact(v int64) ExpectedVersion { return ExpectedVersion{kind: 3, version: v} }
 
 // IsAny, IsNoStream, IsExists report the kind; Exact returns (v, true) for Exact(v).
-func (e ExpectedVersion) IsAny() bool               { return e.kind == 0 }
-func (e ExpectedVersion) IsNoStream() bool          { return e.kind == 1 }
-func (e ExpectedVersion) IsExists() bool            { return e.kind == 2 }
-func (e ExpectedVersion) Exact() (int64, bool)      { return e.version, e.kind == 3 }
+func (e ExpectedVersion) IsAny() bool                  { return e.kind == 0 }
+func (e ExpectedVersion) IsNoStream() bool             { return e.kind == 1 }
+func (e ExpectedVersion) IsExists() bool               { return e.kind == 2 }
+func (e ExpectedVersion) Exact() (int64, bool)         { return e.version, e.kind == 3 }
 func (e ExpectedVersion) Equal(o ExpectedVersion) bool { return e == o }
 
 // Check reports whether a stream whose last version is current (-1 = no stream)

@@ -2,8 +2,8 @@ package eventstore
 
 import (
 	"cmp"
-	"encoding/hex"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 )
 

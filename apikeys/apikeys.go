@@ -41,6 +41,9 @@ var (
 	ErrNotFound = errors.New("apikeys: key not found")
 	// ErrNotStarted: a command was called before Start or after Stop.
 	ErrNotStarted = streamfold.ErrNotStarted
+	// ErrConflict: other processes kept changing keys while a command
+	// retried; nothing was written by it. The request may be retried.
+	ErrConflict = streamfold.ErrConflict
 )
 
 // Role is what a key may do.

@@ -29,6 +29,10 @@ var ErrNotFound = errors.New("subscriptions: subscription not found")
 // ErrNotStarted: a command was called before Start or after Stop.
 var ErrNotStarted = streamfold.ErrNotStarted
 
+// ErrConflict: other processes kept changing subscriptions while a command
+// retried; nothing was written by it. The request may be retried.
+var ErrConflict = streamfold.ErrConflict
+
 // Config configures the Service.
 type Config struct {
 	// AllowPrivateNetworks accepts webhook URLs on loopback and private

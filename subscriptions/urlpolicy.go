@@ -282,15 +282,16 @@ func (p URLPolicy) checkName(ctx context.Context, host string) error {
 	if r == nil {
 		r = net.DefaultResolver
 	}
+	lookupCtx := ctx
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultLookupTimeout)
+		lookupCtx, cancel = context.WithTimeout(ctx, DefaultLookupTimeout)
 		defer cancel()
 	}
-	addrs, err := r.LookupNetIP(ctx, "ip", host)
+	addrs, err := r.LookupNetIP(lookupCtx, "ip", host)
 	if err != nil {
-		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-			return err
+		if ctx.Err() != nil {
+			return ctx.Err() // the caller gave up: no verdict
 		}
 		return nil // not resolvable (yet): the connect-time check still applies
 	}

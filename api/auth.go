@@ -4,13 +4,15 @@ import (
 	"context"
 	"net/http"
 	"strings"
+
+	"github.com/hooklog/hooklog/apikeys"
 )
 
 // Role names, as apikeys stores them.
 const (
-	roleAdmin    = "admin"
-	roleProducer = "producer"
-	roleTenant   = "tenant"
+	roleAdmin    = string(apikeys.RoleAdmin)
+	roleProducer = string(apikeys.RoleProducer)
+	roleTenant   = string(apikeys.RoleTenant)
 )
 
 // principal is who an API key says the caller is.
@@ -31,8 +33,8 @@ func (p principal) tenantScope() (string, bool) {
 	return "", false
 }
 
-// authenticator resolves a bearer token. It returns an error matching
-// errUnauthenticated (after mapping) for an unknown or revoked key.
+// authenticator resolves a bearer token. It returns errUnauthenticated for an
+// unknown or revoked key.
 type authenticator interface {
 	authenticate(ctx context.Context, token string) (principal, error)
 }

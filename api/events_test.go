@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -18,7 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/hooklog/hooklog/apikeys"
 	"github.com/hooklog/hooklog/eventstore"
+	"github.com/hooklog/hooklog/subscriptions"
 )
 
 type appendedOut struct {
@@ -272,14 +275,10 @@ func TestAppendRejections(t *testing.T) {
 func TestPullAPI(t *testing.T) {
 	t.Parallel()
 	forEachBackend(t, func(t *testing.T, e *env) {
-		// next is never empty, even on an empty log.
+		// Only internal events (the test keys) so far: hidden, but next moves past them.
 		p := e.pull(e.producer, "")
-		if len(p.Events) != 0 || p.Next != eventstore.Start.String() || len(p.Next) != 32 {
-			t.Fatalf("empty log: %+v", p)
-		}
-		p = e.pull(e.producer, "after=now")
-		if p.Next != eventstore.Start.String() {
-			t.Fatalf("empty log after=now: %+v", p)
+		if len(p.Events) != 0 || len(p.Next) != 32 || p.Next != e.head().String() {
+			t.Fatalf("log of internal events only: %+v, head %s", p, e.head())
 		}
 
 		for i := range 5 {
@@ -428,13 +427,17 @@ func TestInternalStreamsHidden(t *testing.T) {
 			}
 		}
 		// Admins see them by asking explicitly.
-		p := e.pull(e.admin, "streams=hooklog-*")
+		p := e.pull(e.admin, "streams=hooklog-subscriptions")
 		if len(p.Events) != 1 || p.Events[0].ID != internal.ID.String() {
-			t.Fatalf("admin streams=hooklog-*: %+v", p)
+			t.Fatalf("admin streams=hooklog-subscriptions: %+v", p)
 		}
-		p = e.pull(e.admin, "streams=hooklog-*,order-*")
+		p = e.pull(e.admin, "streams=hooklog-*")
+		if len(p.Events) != 5 { // the four test keys and the subscription
+			t.Fatalf("admin streams=hooklog-*: %d events", len(p.Events))
+		}
+		p = e.pull(e.admin, "streams=hooklog-subscriptions,order-*")
 		if len(p.Events) != 3 {
-			t.Fatalf("admin streams=hooklog-*,order-*: %d events", len(p.Events))
+			t.Fatalf("admin streams=hooklog-subscriptions,order-*: %d events", len(p.Events))
 		}
 		e.do("GET", "/v1/events?streams=hooklog-*", e.producer, nil).want(t, http.StatusForbidden).problem(t)
 		e.do("GET", "/v1/events?streams=hooklog-keys", e.tenantA, nil).want(t, http.StatusForbidden)
@@ -610,4 +613,46 @@ func gaugeValue(g prometheus.Gauge) float64 {
 		panic(err)
 	}
 	return m.GetGauge().GetValue()
+}
+
+// TestPullEmptyLog: next is never empty, even on an empty log (here the only
+// key is auth.admin_key, which is never written to the log).
+func TestPullEmptyLog(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			store := b.open(t)
+			ctx := context.Background()
+			subs, err := subscriptions.New(store, subscriptions.Config{Logger: quietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys, err := apikeys.New(store, apikeys.Config{AdminKey: "configured-admin-key", Logger: quietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := subs.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(subs.Stop)
+			if err := keys.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(keys.Stop)
+			s, err := New(Config{Logger: quietLogger(), Registry: prometheus.NewRegistry()}, Deps{Store: store, Subscriptions: subs, Keys: keys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(s)
+			t.Cleanup(srv.Close)
+			e := &env{t: t, store: store, api: s, srv: srv, client: srv.Client(), admin: "configured-admin-key"}
+			for _, q := range []string{"", "after=now", "after=now&wait=10ms", "types=a.b&wait=10ms"} {
+				p := e.pull(e.admin, q)
+				if len(p.Events) != 0 || p.Next != eventstore.Start.String() || len(p.Next) != 32 {
+					t.Fatalf("%q on an empty log: %+v", q, p)
+				}
+			}
+		})
+	}
 }

@@ -3,8 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,14 +13,14 @@ import (
 
 // newFuzzServer is a Server over a fresh embedded store, driven in-process
 // through its http.Handler: fuzzing sends thousands of requests.
-func newFuzzServer(f *testing.F) *Server {
+func newFuzzServer(f *testing.F) (*Server, testKeys) {
 	f.Helper()
-	s, err := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry()},
-		testDeps(f, backends()[0].open(f)))
+	deps, keys := testDeps(f, backends()[0].open(f))
+	s, err := New(Config{Logger: quietLogger(), Registry: prometheus.NewRegistry()}, deps)
 	if err != nil {
 		f.Fatal(err)
 	}
-	return s
+	return s, keys
 }
 
 // serveFuzz runs one request through the handler and checks what every
@@ -84,8 +82,8 @@ func FuzzAppendRequest(f *testing.F) {
 	f.Add([]byte(bodies[0]), "-bad")
 	f.Add([]byte(bodies[0]), "a/b")
 	f.Add([]byte(bodies[0]), "")
-	s := newFuzzServer(f)
+	s, keys := newFuzzServer(f)
 	f.Fuzz(func(t *testing.T, body []byte, stream string) {
-		serveFuzz(t, s, http.MethodPost, "/v1/streams/"+url.PathEscape(stream)+"/events", "k-producer", body)
+		serveFuzz(t, s, http.MethodPost, "/v1/streams/"+url.PathEscape(stream)+"/events", keys.producer, body)
 	})
 }

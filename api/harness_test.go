@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hooklog/hooklog/apikeys"
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
 	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
@@ -64,36 +65,47 @@ type env struct {
 	tenantB  string // tenant "globex"
 }
 
-type staticAuth map[string]principal
-
-func (a staticAuth) authenticate(_ context.Context, token string) (principal, error) {
-	p, ok := a[token]
-	if !ok {
-		return principal{}, errUnauthenticated
-	}
-	return p, nil
+// testKeys are the plaintexts of one key per role.
+type testKeys struct {
+	admin, producer, tenantA, tenantB string
 }
 
-// testDeps builds the real services over store.
-func testDeps(t testing.TB, store eventstore.Store) Deps {
+// testDeps builds the real services over store, started, with one real API
+// key per role.
+func testDeps(t testing.TB, store eventstore.Store) (Deps, testKeys) {
 	t.Helper()
-	auth := staticAuth{
-		"k-admin":    {KeyID: "1", Role: roleAdmin},
-		"k-producer": {KeyID: "2", Role: roleProducer},
-		"k-acme":     {KeyID: "3", Role: roleTenant, Tenant: "acme"},
-		"k-globex":   {KeyID: "4", Role: roleTenant, Tenant: "globex"},
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	subs, err := subscriptions.New(store, subscriptions.Config{Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("subscriptions.New: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if err := subs.Start(ctx); err != nil {
 		t.Fatalf("subscriptions.Start: %v", err)
 	}
 	t.Cleanup(subs.Stop)
-	return Deps{Store: store, Subscriptions: subs, testAuth: auth}
+	keys, err := apikeys.New(store, apikeys.Config{Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("apikeys.New: %v", err)
+	}
+	if err := keys.Start(ctx); err != nil {
+		t.Fatalf("apikeys.Start: %v", err)
+	}
+	t.Cleanup(keys.Stop)
+	mk := func(name string, role apikeys.Role, tenant string) string {
+		_, plaintext, err := keys.Create(ctx, name, role, tenant)
+		if err != nil {
+			t.Fatalf("create %s key: %v", role, err)
+		}
+		return plaintext
+	}
+	tk := testKeys{
+		admin:    mk("test admin", apikeys.RoleAdmin, ""),
+		producer: mk("test producer", apikeys.RoleProducer, ""),
+		tenantA:  mk("acme", apikeys.RoleTenant, "acme"),
+		tenantB:  mk("globex", apikeys.RoleTenant, "globex"),
+	}
+	return Deps{Store: store, Subscriptions: subs, Keys: keys}, tk
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -111,8 +123,9 @@ func newEnvConfig(t *testing.T, store eventstore.Store, cfg Config) *env {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	e := &env{t: t, store: store, admin: "k-admin", producer: "k-producer", tenantA: "k-acme", tenantB: "k-globex"}
-	s, err := New(cfg, testDeps(t, store))
+	deps, keys := testDeps(t, store)
+	e := &env{t: t, store: store, admin: keys.admin, producer: keys.producer, tenantA: keys.tenantA, tenantB: keys.tenantB}
+	s, err := New(cfg, deps)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}

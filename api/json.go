@@ -8,8 +8,6 @@ import (
 	"time"
 )
 
-var errTrailingData = errors.New("trailing data after the JSON value")
-
 // decodeJSON reads r's body (already limited by http.MaxBytesReader) into v,
 // rejecting unknown fields and trailing data. Every failure is a *decodeError
 // (or wraps *http.MaxBytesError), which problemFor maps to 400 or 413.

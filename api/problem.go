@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/hooklog/hooklog/apikeys"
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/subscriptions"
 )
@@ -31,6 +32,7 @@ var (
 	errNotFound        = errors.New("not found")
 	errMethod          = errors.New("method not allowed")
 	errNotImplemented  = errors.New("not implemented yet: arrives with the projector")
+	errTrailingData    = errors.New("trailing data after the JSON value")
 )
 
 // httpError carries an explicit status and message for errors found by the
@@ -112,9 +114,10 @@ func problemFor(err error) problem {
 	case errors.Is(err, eventstore.ErrIDConflict):
 		return problem{Type: problemBase + "id-conflict", Title: "Event id conflict", Status: http.StatusConflict,
 			Detail: "some event ids are already in the log (in this or another stream) and others are new; nothing was written"}
-	case errors.Is(err, eventstore.ErrNotFound), errors.Is(err, subscriptions.ErrNotFound), errors.Is(err, errNotFound):
+	case errors.Is(err, eventstore.ErrNotFound), errors.Is(err, subscriptions.ErrNotFound),
+		errors.Is(err, apikeys.ErrNotFound), errors.Is(err, errNotFound):
 		return problem{Type: problemBase + "not-found", Title: "Not found", Status: http.StatusNotFound, Detail: "no such resource"}
-	case errors.Is(err, errUnauthenticated):
+	case errors.Is(err, errUnauthenticated), errors.Is(err, apikeys.ErrUnauthorized):
 		return problem{Type: problemBase + "unauthenticated", Title: "Unauthorized", Status: http.StatusUnauthorized,
 			Detail: "send a valid API key as Authorization: Bearer <key>"}
 	case errors.Is(err, errForbidden):
@@ -126,7 +129,8 @@ func problemFor(err error) problem {
 	case errors.As(err, &pe): // normally a field error already; kept for callers that pass it through
 		return problem{Type: problemBase + "validation", Title: "Invalid request", Status: http.StatusBadRequest,
 			Detail: "url: " + pe.Msg, Errors: map[string]string{"url": pe.Msg}}
-	case errors.Is(err, eventstore.ErrClosed), errors.Is(err, subscriptions.ErrNotStarted), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, eventstore.ErrClosed), errors.Is(err, subscriptions.ErrNotStarted),
+		errors.Is(err, apikeys.ErrNotStarted), errors.Is(err, context.DeadlineExceeded):
 		return problem{Type: problemBase + "unavailable", Title: "Service unavailable", Status: http.StatusServiceUnavailable, Detail: "the event store is not available"}
 	}
 	return problem{Type: problemBase + "internal", Title: "Internal server error", Status: http.StatusInternalServerError, Detail: "an internal error occurred; it has been logged"}

@@ -31,6 +31,12 @@ type Config struct {
 	// MinRefreshInterval throttles the follower: it re-reads the stream at most
 	// once per interval however fast the log's head moves. Default 100ms.
 	MinRefreshInterval time.Duration
+	// MaxRefreshInterval makes the follower re-read the stream at least this
+	// often even when the log's head does not move. The settled head of a
+	// PostgreSQL store stalls while any older transaction in the cluster is
+	// open, but ReadStream sees committed events at once; this keeps another
+	// process's change visible within about a second anyway. Default 500ms.
+	MaxRefreshInterval time.Duration
 	// RetryDelay is the pause after a store error in the follower. Default 1s.
 	RetryDelay time.Duration
 	// PageSize is the number of events per ReadStream call. Default 1000.
@@ -54,6 +60,12 @@ func (c *Config) withDefaults() error {
 	}
 	if c.MinRefreshInterval == 0 {
 		c.MinRefreshInterval = 100 * time.Millisecond
+	}
+	if c.MaxRefreshInterval <= 0 {
+		c.MaxRefreshInterval = 500 * time.Millisecond
+	}
+	if c.MaxRefreshInterval < c.MinRefreshInterval {
+		c.MaxRefreshInterval = c.MinRefreshInterval
 	}
 	if c.RetryDelay <= 0 {
 		c.RetryDelay = time.Second
@@ -292,7 +304,8 @@ func (f *Folder) Exec(ctx context.Context, decide func() ([]eventstore.ProposedE
 }
 
 // follow re-reads the stream whenever the log's head moves past what the last
-// Sync saw, at most once per MinRefreshInterval.
+// Sync saw, at most once per MinRefreshInterval and at least once per
+// MaxRefreshInterval.
 func (f *Folder) follow(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	var last time.Time
@@ -300,10 +313,16 @@ func (f *Folder) follow(ctx context.Context, done chan struct{}) {
 		f.mu.Lock()
 		head := f.head
 		f.mu.Unlock()
-		if err := f.store.Wait(ctx, head); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
+		waitCtx, cancel := context.WithTimeout(ctx, f.cfg.MaxRefreshInterval)
+		err := f.store.Wait(waitCtx, head)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = nil // no head movement for a while: re-read anyway
+		}
+		if err != nil {
 			if errors.Is(err, eventstore.ErrClosed) {
 				f.cfg.Logger.Warn("streamfold: store closed, follower stops", "stream", f.cfg.Stream)
 				return

@@ -245,3 +245,30 @@ func TestLifecycle(t *testing.T) {
 	_ = s2.Close()
 	f2.Stop()
 }
+
+// stalledHead is a real store whose head never seems to move, as a
+// PostgreSQL store's settled head does while an old transaction stays open.
+type stalledHead struct{ eventstore.Store }
+
+func (stalledHead) Wait(ctx context.Context, _ eventstore.Position) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestFollowerRefreshesWithoutHeadMovement(t *testing.T) {
+	t.Parallel()
+	s := openStore(t)
+	var c counter
+	f := newFolder(t, stalledHead{s}, &c, Config{MaxRefreshInterval: 200 * time.Millisecond})
+	if err := f.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, stream, 0, 1)
+	deadline := time.Now().Add(time.Second)
+	for c.len() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("not folded within 1s while the head stalls")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

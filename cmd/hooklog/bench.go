@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"runtime"
 	"strings"
@@ -10,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hooklog/hooklog/bench"
+	"github.com/hooklog/hooklog/eventstore"
 )
 
 func newBenchCmd() *cobra.Command {
@@ -17,7 +24,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Whole-system benchmarks, each next to a raw baseline measured in the same run",
 	}
-	cmd.AddCommand(newBenchAppendCmd())
+	cmd.AddCommand(newBenchAppendCmd(), newBenchAPICmd())
 	return cmd
 }
 
@@ -88,4 +95,57 @@ func firstEnv(names ...string) string {
 		}
 	}
 	return ""
+}
+
+func newBenchAPICmd() *cobra.Command {
+	var o bench.APIOptions
+	cmd := &cobra.Command{
+		Use:   "api",
+		Short: "Appends through real HTTP on loopback, as a ratio to the store's own append rate",
+		Long: `Run the same server "hooklog serve" wires (API, API keys, subscriptions) on an
+embedded store with fsync, on 127.0.0.1, and measure appends through HTTP with
+keep-alive clients: single-event requests from --concurrency clients, and
+--batch-event requests from --batch-clients clients. Each is compared with the
+same appends made straight to the same store (Store.Append, as many goroutines),
+alternating in rounds within this run. Clients and server share this machine.`,
+		Args: cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			o.Progress = cmd.ErrOrStderr()
+			o.Server = benchServer(cmd.ErrOrStderr())
+			results, err := bench.RunAPI(cmd.Context(), o)
+			if len(results) > 0 {
+				title := fmt.Sprintf("hooklog bench api: %s per side, GOMAXPROCS=%d, %s/%s, dir %s",
+					o.Duration, runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, o.Dir)
+				fmt.Fprintln(cmd.OutOrStdout())
+				_ = bench.Print(cmd.OutOrStdout(), title, results)
+			}
+			return err
+		}),
+	}
+	f := cmd.Flags()
+	f.DurationVar(&o.Duration, "duration", 5*time.Second, "time per measured side (HTTP and store-only each)")
+	f.StringVar(&o.Dir, "dir", os.TempDir(), "directory for the embedded store (use the disk you care about, not a tmpfs)")
+	f.IntVar(&o.EventSize, "event-size", 500, "approximate bytes per event")
+	f.IntVar(&o.Concurrency, "concurrency", 32, "concurrent single-event clients (and direct appenders)")
+	f.IntVar(&o.Batch, "batch", 100, "events per request in the batch scenario")
+	f.IntVar(&o.BatchClients, "batch-clients", 1, "concurrent batch clients (and direct batch appenders)")
+	return cmd
+}
+
+// benchServer builds the system under test with serve's own wiring (newApp),
+// authenticated by a random admin key.
+func benchServer(logw io.Writer) func(ctx context.Context, s eventstore.Store) (http.Handler, string, func() error, error) {
+	return func(ctx context.Context, s eventstore.Store) (http.Handler, string, func() error, error) {
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		cfg := &config{}
+		cfg.HTTP.MaxBody = 8 << 20
+		cfg.Auth.AdminKey = "bench-" + hex.EncodeToString(b[:])
+		log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		a, err := newApp(ctx, cfg, s, log, io.Discard)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return a.handler, cfg.Auth.AdminKey, a.close, nil
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -56,6 +57,7 @@ type proc struct {
 
 	mu     sync.Mutex
 	stderr bytes.Buffer
+	stdout syncBuffer
 	done   chan struct{}
 	err    error // Wait's result, after done
 }
@@ -81,6 +83,7 @@ func startServe(t *testing.T, dir string, env []string, args ...string) *proc {
 	p.cmd = exec.Command(binary, append([]string{"serve", "--log.format", "json"}, args...)...)
 	p.cmd.Dir = dir
 	p.cmd.Env = baseEnv(env...)
+	p.cmd.Stdout = &p.stdout
 	pipe, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -197,8 +200,9 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// serve on a free port with a temp store, SIGTERM drains and exits 0, and a
-// restart finds the same data directory.
+// serve on a free port with a temp store: the first start prints a generated
+// admin key once; SIGTERM drains and exits 0; a restart finds the data (the
+// event and the key, both in the log) and prints no new key.
 func TestServeSIGTERMAndRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -207,9 +211,14 @@ func TestServeSIGTERMAndRestart(t *testing.T) {
 
 	p := startServe(t, dir, nil, args...)
 	p.waitReady()
+	key := regexp.MustCompile(`(?m)^    export HOOKLOG_KEY=(\S+)$`).FindStringSubmatch(p.stdout.String())
+	if key == nil {
+		t.Fatalf("first start printed no admin key; stdout:\n%s", p.stdout.String())
+	}
 	if code, body := get(t, p.url("/healthz")); code != http.StatusOK {
 		t.Fatalf("/healthz = %d %s", code, body)
 	}
+	out := mustCLI(t, "http://"+p.addr, key[1], "events", "append", "order-1", "order.created", `{"n":1}`)
 	if code := p.stop(syscall.SIGTERM); code != 0 {
 		t.Fatalf("exit status after SIGTERM = %d, want 0\n%s", code, p.log())
 	}
@@ -218,18 +227,89 @@ func TestServeSIGTERMAndRestart(t *testing.T) {
 			t.Errorf("log lacks %s:\n%s", want, p.log())
 		}
 	}
-	if _, err := os.Stat(data); err != nil {
-		t.Fatalf("store directory after the first run: %v", err)
+	if strings.Count(p.stdout.String(), key[1]) != 1 {
+		t.Errorf("the admin key was printed more than once:\n%s", p.stdout.String())
 	}
 
 	// The restart opens the existing store (and SIGINT drains the same way).
 	p = startServe(t, dir, nil, args...)
 	p.waitReady()
+	if strings.Contains(p.stdout.String(), "HOOKLOG_KEY") {
+		t.Errorf("restart generated another admin key:\n%s", p.stdout.String())
+	}
+	tail := mustCLI(t, "http://"+p.addr, key[1], "events", "tail", "--after", "start", "--no-follow")
+	pos := regexp.MustCompile(`position ([0-9a-f]{32})`).FindStringSubmatch(out)
+	if pos == nil || !strings.Contains(tail, pos[1]+" order-1@0 order.created") {
+		t.Errorf("after restart the event is missing; appended %q, tail:\n%s", out, tail)
+	}
 	if code := p.stop(syscall.SIGINT); code != 0 {
 		t.Fatalf("exit status after SIGINT = %d, want 0\n%s", code, p.log())
 	}
 	if !strings.Contains(p.log(), `"location":"`+data+`"`) {
 		t.Errorf("restart did not open %s:\n%s", data, p.log())
+	}
+}
+
+// A long-poll in flight does not hold the shutdown for its wait: it gets 503
+// with Retry-After, and the process exits 0 promptly.
+func TestServeDrainEndsLongPolls(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := startServe(t, dir, []string{"HOOKLOG_AUTH_ADMIN_KEY=" + testAdminKey}, "--http.addr", "127.0.0.1:0", "--store.path", "data")
+	p.waitReady()
+	type answer struct {
+		status int
+		retry  string
+		err    error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, p.url("/v1/events?after=now&wait=60s"), nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		resp.Body.Close()
+		got <- answer{status: resp.StatusCode, retry: resp.Header.Get("Retry-After")}
+	}()
+	time.Sleep(300 * time.Millisecond) // the poll is now waiting at the head
+	start := time.Now()
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.log())
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %s with a long-poll in flight", d)
+	}
+	select {
+	case a := <-got:
+		if a.err != nil || a.status != http.StatusServiceUnavailable || a.retry == "" {
+			t.Fatalf("long-poll during shutdown: %+v, want 503 with Retry-After", a)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long-poll did not return")
+	}
+}
+
+// HOOKLOG_SERVER and HOOKLOG_KEY configure the client subcommands.
+func TestCLIEnvironment(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := startServe(t, dir, []string{"HOOKLOG_AUTH_ADMIN_KEY=" + testAdminKey}, "--http.addr", "127.0.0.1:0", "--store.path", "data")
+	p.waitReady()
+	env := []string{"HOOKLOG_SERVER=http://" + p.addr, "HOOKLOG_KEY=" + testAdminKey}
+	stdout, stderr, code := runHooklog(t, dir, env, "events", "append", "s-1", "a.b", `{}`)
+	if code != 0 || !strings.HasPrefix(stdout, "appended ") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	// The flag beats the environment.
+	_, stderr, code = runHooklog(t, dir, env, "keys", "list", "--key", "wrong")
+	if code != 1 || !strings.Contains(stderr, "401") {
+		t.Fatalf("--key over HOOKLOG_KEY: exit %d, %s", code, stderr)
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 }
 

@@ -33,7 +33,7 @@ http.shutdown_timeout, close the store, exit 0. A second signal exits at once.`,
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), cfg, cmd.ErrOrStderr())
+			return serve(cmd.Context(), cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		}),
 	}
 	addConfigFlags(cmd.Flags())
@@ -51,7 +51,7 @@ func newLogger(cfg *config, w io.Writer) *slog.Logger {
 }
 
 // serve runs until SIGTERM/SIGINT (or ctx ends), then drains.
-func serve(ctx context.Context, cfg *config, logw io.Writer) error {
+func serve(ctx context.Context, cfg *config, stdout, logw io.Writer) error {
 	log := newLogger(cfg, logw)
 	if cfg.File != "" {
 		log.Info("configuration file read", "file", cfg.File)
@@ -90,7 +90,7 @@ func serve(ctx context.Context, cfg *config, logw io.Writer) error {
 	}
 	log.Info("store opened", "driver", cfg.Store.Driver, "location", storeLocation(cfg))
 
-	a, err := newApp(ctx, cfg, store, log, logw)
+	a, err := newApp(ctx, cfg, store, log, stdout)
 	if err != nil {
 		return errors.Join(err, closeStore())
 	}

@@ -105,10 +105,10 @@ func Open(cfg Config) (*Store, error) {
 	db, err := bolt.Open(file, 0o600, &bolt.Options{
 		Timeout: lockTimeout,
 		NoSync:  cfg.NoSync,
-		// The freelist is rebuilt on open instead of written on every
-		// commit: fewer pages per fsync on the append path.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		// The freelist is written on every commit (one small page): with
+		// NoFreelistSync, Open would walk every page of the file, making a
+		// restart O(whole log).
+		FreelistType: bolt.FreelistMapType,
 		// Map generously up front so growth rarely remaps under appends.
 		InitialMmapSize: 64 << 20,
 	})

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -275,4 +277,78 @@ func TestCLIUnreachableServer(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, "--server") {
 		t.Fatalf("bad --server: exit %d, %q", code, stderr)
 	}
+}
+
+// The README's tested CLI block runs as written against a real server.
+func TestReadmeCLIExamples(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const marker = "<!-- tested: TestReadmeCLIExamples"
+	i := strings.Index(string(raw), marker)
+	if i < 0 {
+		t.Fatal("README.md has no tested CLI block")
+	}
+	block := string(raw[i:])
+	start := strings.Index(block, "```sh\n")
+	end := strings.Index(block[start+6:], "```")
+	if start < 0 || end < 0 {
+		t.Fatal("README.md: the tested CLI block is not a ```sh block")
+	}
+	srv := testServer(t)
+	n := 0
+	for _, line := range strings.Split(block[start+6:start+6+end], "\n") {
+		if !strings.HasPrefix(line, "hooklog ") {
+			continue
+		}
+		args, err := shellWords(strings.TrimPrefix(line, "hooklog "))
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if _, stderr, code := cli(t, srv, testAdminKey, args...); code != 0 {
+			t.Errorf("README: %s\nexit %d: %s", line, code, stderr)
+		}
+		n++
+	}
+	if n < 5 {
+		t.Fatalf("only %d commands found in the tested block", n)
+	}
+}
+
+// shellWords splits a command line the way sh does for plain words and
+// single- or double-quoted strings (no expansions).
+func shellWords(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\'' || c == '"':
+			j := strings.IndexByte(s[i+1:], c)
+			if j < 0 {
+				return nil, errors.New("unterminated quote")
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+			inWord = true
+		case c == ' ' || c == '\t':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case c == '#' && !inWord:
+			i = len(s)
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
 }

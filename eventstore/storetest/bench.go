@@ -47,13 +47,15 @@ func BenchStream(i int) string { return fmt.Sprintf("order-%d", i%16) }
 // empty store the benchmark owns and closes):
 //
 //	Batch100      one appender, 100 events of ~500 bytes per append
+//	Batch100x4    the same from 4 concurrent appenders (group commit at work)
 //	Concurrent32  32 goroutines appending one event each per call
 //	Tail1000      1,000 events/s appended one by one; latency from the start
 //	              of Append until a Follow reader sees the event (p50, p99)
 //
 // Each reports events/s; Tail1000 also p50-ms and p99-ms.
 func Bench(b *testing.B, open func(b *testing.B) eventstore.Store) {
-	b.Run("Batch100", func(b *testing.B) { benchBatch(b, open, 100) })
+	b.Run("Batch100", func(b *testing.B) { benchBatch(b, open, 100, 1) })
+	b.Run("Batch100x4", func(b *testing.B) { benchBatch(b, open, 100, 4) })
 	b.Run("Concurrent32", func(b *testing.B) { benchConcurrent(b, open, 32) })
 	b.Run("Tail1000", func(b *testing.B) { benchTail(b, open, 1000) })
 }
@@ -65,7 +67,7 @@ func benchOpen(b *testing.B, open func(b *testing.B) eventstore.Store) eventstor
 	return s
 }
 
-func benchBatch(b *testing.B, open func(b *testing.B) eventstore.Store, size int) {
+func benchBatch(b *testing.B, open func(b *testing.B) eventstore.Store, size, workers int) {
 	s := benchOpen(b, open)
 	ctx := context.Background()
 	batches := make([][]eventstore.ProposedEvent, b.N)
@@ -75,14 +77,28 @@ func benchBatch(b *testing.B, open func(b *testing.B) eventstore.Store, size int
 			batches[i][j] = BenchEvent()
 		}
 	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
 	b.SetBytes(int64(size * BenchEventSize))
 	b.ReportAllocs()
 	b.ResetTimer()
-	for i := range b.N {
-		if _, err := s.Append(ctx, eventstore.AppendParams{Stream: BenchStream(i), Events: batches[i]}); err != nil {
-			b.Fatal(err)
-		}
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= b.N {
+					return
+				}
+				if _, err := s.Append(ctx, eventstore.AppendParams{Stream: BenchStream(i), Events: batches[i]}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "events/s")
 }

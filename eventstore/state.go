@@ -22,7 +22,8 @@ type StateStore interface {
 
 	// ScanState calls fn for the keys of bucket that start with prefix and sort
 	// after `after` (nil: from the first), in ascending order, at most limit
-	// (<= 0: no limit). fn's slices are valid only during the call. Returning
+	// (<= 0: no limit); with p.Reverse, in descending order from the last key,
+	// sorting before `after`. fn's slices are valid only during the call. Returning
 	// ErrStopScan from fn ends the scan without error.
 	ScanState(ctx context.Context, p ScanParams, fn func(key, value []byte) error) error
 }
@@ -49,6 +50,10 @@ type ScanParams struct {
 	Prefix []byte
 	After  []byte
 	Limit  int
+	// Reverse visits the keys in descending order (newest first for keys that
+	// encode a time). After, when set, then means "sort before After": a page
+	// continues below the last key of the previous page.
+	Reverse bool
 }
 
 // ErrStopScan ends ScanState early from inside fn.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -22,30 +23,48 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// Append implements eventstore.Store. The whole append is one call of the
-// schema's append_events function: one statement, one round trip, one
-// transaction, durable when it returns.
+// Append implements eventstore.Store. An append is one statement, so one round
+// trip and one transaction, durable when it returns: first the fast path (a
+// single INSERT that succeeds when the stream is not being appended to at that
+// moment and the ids and version check out), else the append_events function,
+// which waits for the stream and answers duplicates, conflicts and wrong
+// versions. Races the database detects are retried (see isRetryable).
 func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventstore.AppendResult, error) {
 	if s.closed.Load() {
 		return eventstore.AppendResult{}, eventstore.ErrClosed
 	}
+	p.Events = slices.Clone(p.Events) // Validate fills in ids: leave the caller's slice alone
 	if err := p.Validate(); err != nil {
 		return eventstore.AppendResult{}, err
 	}
 	args := appendArgs(p)
+	res, err := s.appendWith(ctx, s.pool, s.q.appendFast, p, args)
+	if err == nil {
+		s.appended(res)
+		return res, nil
+	}
+	if !errors.Is(err, errSlowPath) && !isRetryable(err) {
+		return eventstore.AppendResult{}, s.translate(err, "append")
+	}
 	for attempt := 1; ; attempt++ {
-		res, err := s.appendWith(ctx, s.pool, p, args)
+		res, err := s.appendWith(ctx, s.pool, s.q.append, p, args)
 		if err != nil && attempt < maxAppendAttempts && isRetryable(err) && ctx.Err() == nil {
 			continue
 		}
 		if err != nil {
 			return eventstore.AppendResult{}, s.translate(err, "append")
 		}
-		s.noteAppended(res.Events[len(res.Events)-1].Position)
-		if !res.Duplicate {
-			s.kick(s.localKick)
-		}
+		s.appended(res)
 		return res, nil
+	}
+}
+
+// appended records a committed Append for read-your-writes and wakes the
+// watcher.
+func (s *Store) appended(res eventstore.AppendResult) {
+	s.noteAppended(res.Events[len(res.Events)-1].Position)
+	if !res.Duplicate {
+		s.kick(s.localKick)
 	}
 }
 
@@ -66,10 +85,11 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 	if s.closed.Load() {
 		return eventstore.AppendResult{}, eventstore.ErrClosed
 	}
+	p.Events = slices.Clone(p.Events) // Validate fills in ids: leave the caller's slice alone
 	if err := p.Validate(); err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	res, err := s.appendWith(ctx, tx, p, appendArgs(p))
+	res, err := s.appendWith(ctx, tx, s.q.append, p, appendArgs(p))
 	if err != nil {
 		return eventstore.AppendResult{}, s.translate(err, "append in transaction")
 	}
@@ -108,10 +128,14 @@ const (
 	statusDuplicate = 1
 	statusConflict  = 2
 	statusWrongVer  = 3
+	statusSlowPath  = 4 // the fast path appended nothing; use append_events
 )
 
-func (s *Store) appendWith(ctx context.Context, q querier, p eventstore.AppendParams, args []any) (eventstore.AppendResult, error) {
-	rows, err := q.Query(ctx, s.q.append, args...)
+// errSlowPath: the fast path appended nothing.
+var errSlowPath = errors.New("postgres: append fast path declined")
+
+func (s *Store) appendWith(ctx context.Context, q querier, sql string, p eventstore.AppendParams, args []any) (eventstore.AppendResult, error) {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
@@ -162,6 +186,8 @@ func (s *Store) appendWith(ctx context.Context, q querier, p eventstore.AppendPa
 		return eventstore.AppendResult{}, fmt.Errorf("stream %q: %w", p.Stream, eventstore.ErrIDConflict)
 	case statusWrongVer:
 		return eventstore.AppendResult{}, &eventstore.WrongVersionError{Stream: p.Stream, Expected: p.Expected, Actual: actual}
+	case statusSlowPath:
+		return eventstore.AppendResult{}, errSlowPath
 	}
 	return eventstore.AppendResult{}, fmt.Errorf("append_events returned status %d", status)
 }

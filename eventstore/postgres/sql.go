@@ -12,6 +12,7 @@ const eventCols = `txid, seq, id, stream, version, type, tenant, data, metadata,
 // sqlText holds the statements of one schema, built once at Open.
 type sqlText struct {
 	append      string
+	appendFast  string
 	head        string
 	positionAt  string
 	readAll     string // no filter
@@ -31,6 +32,35 @@ func newSQLText(schema string) sqlText {
 		schemaQuote: schema,
 		append: r.Replace(`SELECT r_status, r_id, r_txid, r_seq, r_version
 			FROM {{schema}}.append_events($1, $2, $3, $4, $5, $6, $7, $8)`),
+		// Append's fast path: one statement that appends only when the
+		// stream's lock is free right away, so its snapshot (taken before the
+		// lock) is not older than the previous appender's commit, and the
+		// version check passes. Otherwise it appends nothing and returns one
+		// row with status 4; append_events then gives the authoritative
+		// answer. Ids already in the log (a retry, a conflict) fail the
+		// INSERT on events_id_key, and a commit to the stream between this
+		// statement's snapshot and its lock on events_stream_version_key:
+		// Append then also falls back to append_events. The lock key matches
+		// append_events'. Rows get txid and xmin_at_insert from the column
+		// defaults; the transaction id is assigned by this INSERT, after the
+		// lock, so it is larger than the previous appender's.
+		appendFast: r.Replace(`WITH lk AS MATERIALIZED (
+				SELECT pg_try_advisory_xact_lock(hashtextextended('hooklog.stream.{{schema}}.' || $1, 0)) AS ok
+			), cur AS MATERIALIZED (
+				SELECT coalesce((SELECT version FROM {{schema}}.events WHERE stream = $1 ORDER BY version DESC LIMIT 1), -1) AS v
+			), ins AS (
+				INSERT INTO {{schema}}.events AS e (id, stream, version, type, tenant, data, metadata)
+				SELECT u.id, $1, cur.v + u.ord, u.type, u.tenant, u.data, u.metadata
+				  FROM lk, cur, unnest($4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[])
+				       WITH ORDINALITY AS u(id, type, tenant, data, metadata, ord)
+				 WHERE lk.ok
+				   AND ($2::int = 0 OR ($2 = 1 AND cur.v = -1) OR ($2 = 2 AND cur.v >= 0) OR ($2 = 3 AND cur.v = $3::bigint))
+				 ORDER BY u.ord
+				RETURNING e.id, e.txid, e.seq, e.version
+			)
+			SELECT 0, id, txid, seq, version FROM ins
+			UNION ALL
+			SELECT 4, NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM ins)`),
 		head: r.Replace(`SELECT h.txid, h.seq, p.txid, p.seq FROM (SELECT 1) AS one
 			LEFT JOIN LATERAL (` + headSQL + `) AS h ON true
 			LEFT JOIN LATERAL (` + pendingSQL + `) AS p ON true`),
@@ -48,7 +78,10 @@ func newSQLText(schema string) sqlText {
 		event: r.Replace(`SELECT {{cols}} FROM {{schema}}.events WHERE id = $1`),
 		// The head re-read plus the wake-up for other processes, in one round
 		// trip and one tiny transaction of its own.
-		notifyHead: r.Replace(`SELECT h.txid, h.seq, p.txid, p.seq, pg_notify($1, $2) FROM (SELECT 1) AS one
+		// synchronous_commit is off for this transaction only: its commit
+		// need not wait for a WAL flush (it wrote nothing but the NOTIFY).
+		notifyHead: r.Replace(`SELECT h.txid, h.seq, p.txid, p.seq,
+				set_config('synchronous_commit', 'off', true), pg_notify($1, $2) FROM (SELECT 1) AS one
 			LEFT JOIN LATERAL (` + headSQL + `) AS h ON true
 			LEFT JOIN LATERAL (` + pendingSQL + `) AS p ON true`),
 	}

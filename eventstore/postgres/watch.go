@@ -84,8 +84,8 @@ func (s *Store) refresh(ctx context.Context, notify bool) (head, pending eventst
 	defer cancel()
 	var htxid, hseq, ptxid, pseq *int64
 	if notify {
-		var ignored string
-		err = s.pool.QueryRow(ctx, s.q.notifyHead, s.channel, s.self).Scan(&htxid, &hseq, &ptxid, &pseq, &ignored)
+		var ignored, ignored2 string
+		err = s.pool.QueryRow(ctx, s.q.notifyHead, s.channel, s.self).Scan(&htxid, &hseq, &ptxid, &pseq, &ignored, &ignored2)
 	} else {
 		err = s.pool.QueryRow(ctx, s.q.head).Scan(&htxid, &hseq, &ptxid, &pseq)
 	}

@@ -1,14 +1,5 @@
--- 0001: the log, the per-stream head rows and the append function.
+-- 0001: the log and the append function.
 -- {{schema}} is replaced by the quoted Config.Schema before this runs.
-
--- One row per stream: its last version and the transaction that wrote it.
--- Appenders hold a per-stream advisory lock while they read and update it, so
--- versions of one stream are assigned, and committed, one transaction at a time.
-CREATE TABLE {{schema}}.streams (
-    stream    text   PRIMARY KEY,
-    version   bigint NOT NULL, -- version of the stream's last event (0-based)
-    last_txid bigint NOT NULL  -- txid of the transaction that appended it
-);
 
 -- The log. Log order is (txid, seq): txid is the writing transaction's
 -- pg_current_xact_id() (64 bits, epoch included), seq orders rows within it.
@@ -35,9 +26,15 @@ CREATE UNIQUE INDEX events_id_key ON {{schema}}.events (id);
 CREATE UNIQUE INDEX events_stream_version_key ON {{schema}}.events (stream, version);
 CREATE INDEX events_recorded_at_idx ON {{schema}}.events (recorded_at, txid, seq);
 
--- append_events appends one batch to one stream in the caller's transaction
--- (Store.Append calls it as a single statement, so it is its own transaction;
--- Store.AppendTx calls it inside the application's transaction).
+-- append_events appends one batch to one stream in the caller's transaction.
+-- Store.AppendTx calls it inside the application's transaction; Store.Append
+-- tries a single-statement fast path first (see append.go) and calls it when
+-- the stream is busy or the fast path did not append.
+--
+-- Appends to one stream are serialized by a transaction-scoped advisory lock
+-- keyed on the stream. The stream's current version is its last row's
+-- version (events_stream_version_key), read after the lock is held, in a
+-- statement snapshot that sees the previous holder's commit (READ COMMITTED).
 --
 -- p_kind: 0 any, 1 no stream, 2 exists, 3 exact (p_expected).
 -- Rows returned, r_status:
@@ -47,7 +44,7 @@ CREATE INDEX events_recorded_at_idx ON {{schema}}.events (recorded_at, txid, seq
 --   3  wrong version: one row, r_version = the stream's current version (-1: none)
 -- Statuses 1-3 write nothing. Races that the stream lock cannot serialize (the
 -- same id appended to two streams at once) surface as unique_violation. A
--- stream whose last append came from a transaction with a later txid than ours
+-- stream whose last event came from a transaction with a later txid than ours
 -- (possible only when the caller's transaction had a txid before it called
 -- us) raises serialization_failure, so a stream's versions follow log order.
 CREATE FUNCTION {{schema}}.append_events(
@@ -70,78 +67,57 @@ DECLARE
     v_found int;
     v_same  int;
 BEGIN
-    -- Serialize appends to this stream until commit. An advisory lock, not a
-    -- row lock: taking it does not assign a transaction id, so in a fresh
-    -- transaction the txid (the log order) is assigned after the previous
-    -- appender of the stream committed, and the stream's versions follow log
-    -- order. (A row lock would assign the txid before waiting.)
+    -- An advisory lock, not a row lock: taking it does not assign a
+    -- transaction id, so in a fresh transaction the txid (the log order) is
+    -- assigned after the previous appender of the stream committed, and the
+    -- stream's versions follow log order. (A row lock would assign the txid
+    -- before waiting.)
     PERFORM pg_advisory_xact_lock(hashtextextended('hooklog.stream.{{schema}}.' || p_stream, 0));
 
-    FOR attempt IN 1..3 LOOP
-        SELECT s.version, s.last_txid INTO v_cur, v_last
-          FROM {{schema}}.streams s WHERE s.stream = p_stream;
-        IF NOT FOUND THEN
-            v_cur := -1;
-            v_last := 0;
-        END IF;
+    SELECT coalesce(l.version, -1), coalesce(l.txid, 0), d.found, d.same
+      INTO v_cur, v_last, v_found, v_same
+      FROM (SELECT count(*) AS found, count(*) FILTER (WHERE e.stream = p_stream) AS same
+              FROM {{schema}}.events e WHERE e.id = ANY (p_ids)) AS d
+      LEFT JOIN LATERAL (SELECT e.version, e.txid FROM {{schema}}.events e
+                          WHERE e.stream = p_stream ORDER BY e.version DESC LIMIT 1) AS l ON true;
 
-        -- Idempotency, checked under the lock: an append of the same ids to
-        -- this stream that raced us has committed by now and is visible to
-        -- this new statement snapshot (READ COMMITTED).
-        SELECT count(*), count(*) FILTER (WHERE e.stream = p_stream)
-          INTO v_found, v_same
-          FROM {{schema}}.events e WHERE e.id = ANY (p_ids);
-        IF v_found > 0 THEN
-            IF v_same = v_n THEN
-                RETURN QUERY
-                    SELECT 1, e.id, e.txid, e.seq, e.version
-                      FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
-                      JOIN {{schema}}.events e ON e.id = u.id
-                     ORDER BY u.ord;
-            ELSE
-                RETURN QUERY SELECT 2, NULL::uuid, NULL::bigint, NULL::bigint, NULL::bigint;
-            END IF;
-            RETURN;
-        END IF;
-
-        IF NOT (p_kind = 0
-                OR (p_kind = 1 AND v_cur = -1)
-                OR (p_kind = 2 AND v_cur >= 0)
-                OR (p_kind = 3 AND v_cur = p_expected)) THEN
-            RETURN QUERY SELECT 3, NULL::uuid, NULL::bigint, NULL::bigint, v_cur;
-            RETURN;
-        END IF;
-
-        -- The snapshot xmin is taken before the rows' clock_timestamp(), which
-        -- is all PositionAt relies on (an earlier, smaller xmin is still valid).
-        SELECT pg_current_xact_id()::text::bigint,
-               pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-          INTO v_txid, v_xmin;
-        IF v_last > v_txid THEN
-            RAISE EXCEPTION 'hooklog: stream % was last appended by a later transaction (%), retry', p_stream, v_last
-                USING ERRCODE = 'serialization_failure';
-        END IF;
-
-        IF v_cur = -1 THEN
-            INSERT INTO {{schema}}.streams (stream, version, last_txid)
-                 VALUES (p_stream, v_n - 1, v_txid)
-            ON CONFLICT DO NOTHING;
-            CONTINUE WHEN NOT FOUND; -- created concurrently (REPEATABLE READ caller?): recheck
+    IF v_found > 0 THEN
+        IF v_same = v_n THEN
+            RETURN QUERY
+                SELECT 1, e.id, e.txid, e.seq, e.version
+                  FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
+                  JOIN {{schema}}.events e ON e.id = u.id
+                 ORDER BY u.ord;
         ELSE
-            UPDATE {{schema}}.streams SET version = v_cur + v_n, last_txid = v_txid
-             WHERE stream = p_stream;
+            RETURN QUERY SELECT 2, NULL::uuid, NULL::bigint, NULL::bigint, NULL::bigint;
         END IF;
-
-        RETURN QUERY
-            INSERT INTO {{schema}}.events AS e (txid, xmin_at_insert, id, stream, version, type, tenant, data, metadata)
-            SELECT v_txid, v_xmin, u.id, p_stream, v_cur + u.ord, u.type, u.tenant, u.data, u.metadata
-              FROM unnest(p_ids, p_types, p_tenants, p_data, p_metadata)
-                   WITH ORDINALITY AS u(id, type, tenant, data, metadata, ord)
-             ORDER BY u.ord
-            RETURNING 0, e.id, e.txid, e.seq, e.version;
         RETURN;
-    END LOOP;
-    RAISE EXCEPTION 'hooklog: stream % is being created concurrently, retry', p_stream
-        USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    IF NOT (p_kind = 0
+            OR (p_kind = 1 AND v_cur = -1)
+            OR (p_kind = 2 AND v_cur >= 0)
+            OR (p_kind = 3 AND v_cur = p_expected)) THEN
+        RETURN QUERY SELECT 3, NULL::uuid, NULL::bigint, NULL::bigint, v_cur;
+        RETURN;
+    END IF;
+
+    -- The snapshot xmin is taken before the rows' clock_timestamp(), which is
+    -- all PositionAt relies on (an earlier, smaller xmin is still valid).
+    SELECT pg_current_xact_id()::text::bigint,
+           pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+      INTO v_txid, v_xmin;
+    IF v_last > v_txid THEN
+        RAISE EXCEPTION 'hooklog: stream % was last appended by a later transaction (%), retry', p_stream, v_last
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    RETURN QUERY
+        INSERT INTO {{schema}}.events AS e (txid, xmin_at_insert, id, stream, version, type, tenant, data, metadata)
+        SELECT v_txid, v_xmin, u.id, p_stream, v_cur + u.ord, u.type, u.tenant, u.data, u.metadata
+          FROM unnest(p_ids, p_types, p_tenants, p_data, p_metadata)
+               WITH ORDINALITY AS u(id, type, tenant, data, metadata, ord)
+         ORDER BY u.ord
+        RETURNING 0, e.id, e.txid, e.seq, e.version;
 END
 $fn$;

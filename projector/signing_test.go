@@ -90,6 +90,19 @@ func TestSignVerifiedByStandardWebhooks(t *testing.T) {
 	if wh.Verify(body, dlHeaders(id, ts.Add(time.Second), single)) == nil {
 		t.Error("a changed timestamp verified")
 	}
+	// Keys longer than SHA-256's block are hashed first (RFC 2104); a secret
+	// that is not base64 signs with its raw text.
+	longKey := make([]byte, 100)
+	_, _ = rand.Read(longKey)
+	long := projector.SecretPrefix + base64.StdEncoding.EncodeToString(longKey)
+	whLong, _ := standardwebhooks.NewWebhook(long)
+	if err := whLong.Verify(body, dlHeaders(id, ts, projector.Sign([]string{long}, id, ts, body))); err != nil {
+		t.Errorf("100-byte key: %v", err)
+	}
+	whRaw, _ := standardwebhooks.NewWebhookRaw([]byte("not base64!"))
+	if err := whRaw.Verify(body, dlHeaders(id, ts, projector.Sign([]string{"whsec_not base64!"}, id, ts, body))); err != nil {
+		t.Errorf("secret that is not base64: %v", err)
+	}
 	if got := projector.Sign(nil, id, ts, body); got != "" {
 		t.Errorf("no secrets: %q, want empty", got)
 	}

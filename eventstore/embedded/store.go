@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -316,7 +317,21 @@ func (s *Store) commit(batch []*request) {
 
 var errWrite = errors.New("embedded: write failed")
 
+// get looks id up in the ids bucket through one reused cursor (Bucket.Get
+// allocates a fresh cursor stack on every call).
+func (st *txState) get(id []byte) []byte {
+	if st.idCursor == nil {
+		st.idCursor = st.ids.Cursor()
+	}
+	k, v := st.idCursor.Seek(id)
+	if !bytes.Equal(k, id) {
+		return nil
+	}
+	return v
+}
+
 type txState struct {
+	idCursor                       *bolt.Cursor
 	tx                             *bolt.Tx
 	events, ids, versions, streams *bolt.Bucket
 	lastSeq                        uint64
@@ -333,7 +348,7 @@ func (st *txState) apply(r *request) (eventstore.AppendResult, error) {
 	var dup []eventstore.AppendedEvent
 	for i := range p.Events {
 		id := p.Events[i].ID
-		v := st.ids.Get(id[:])
+		v := st.get(id[:])
 		if v == nil {
 			continue
 		}

@@ -88,8 +88,10 @@ type appendedJSON struct {
 	Version  int64  `json:"version"`
 }
 
-// appendParams turns a decoded request into validated AppendParams. Every
-// problem is reported at once in one *eventstore.ValidationError.
+// appendParams turns a decoded request into AppendParams, checking what only
+// the HTTP layer knows (reserved streams, id spelling, expected_version). When
+// it finds a problem it adds the store's own validation, so every problem is
+// reported at once in one *eventstore.ValidationError.
 func appendParams(stream string, req *appendRequest) (eventstore.AppendParams, error) {
 	fields := map[string]string{}
 	p := eventstore.AppendParams{Stream: stream, Expected: eventstore.Any}
@@ -123,6 +125,13 @@ func appendParams(stream string, req *appendRequest) (eventstore.AppendParams, e
 		}
 		p.Events[i] = pe
 	}
+	if len(fields) == 0 {
+		// The store validates the rest (Store.Append calls Validate) and
+		// answers with a *ValidationError; validating here as well would scan
+		// every event's data twice on the hot path.
+		return p, nil
+	}
+	// Report the store's findings together with ours, in one 400.
 	if err := p.Validate(); err != nil {
 		var ve *eventstore.ValidationError
 		if !errors.As(err, &ve) {
@@ -134,10 +143,7 @@ func appendParams(stream string, req *appendRequest) (eventstore.AppendParams, e
 			}
 		}
 	}
-	if len(fields) > 0 {
-		return p, &eventstore.ValidationError{Fields: fields}
-	}
-	return p, nil
+	return p, &eventstore.ValidationError{Fields: fields}
 }
 
 // parseUUID accepts only the canonical 36-character form, so one id has one

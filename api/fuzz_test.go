@@ -87,3 +87,39 @@ func FuzzAppendRequest(f *testing.F) {
 		serveFuzz(t, s, http.MethodPost, "/v1/streams/"+url.PathEscape(stream)+"/events", keys.producer, body)
 	})
 }
+
+func FuzzCreateSubscriptionRequest(f *testing.F) {
+	bodies := []string{
+		`{"url":"https://93.184.215.14/hooks"}`,
+		`{"url":"https://hooks.example.com/x","description":"fulfillment","event_types":["payment.*"],"streams":["order-*"],
+		  "tenant":"acme","start":"beginning","retry":{"schedule":["5s","5m"],"max_age":"72h"},
+		  "ordered":true,"max_in_flight":16,"rate_limit":0.5,"headers":{"X-Team":"ops"}}`,
+		`{"url":"https://93.184.215.14/","start":{"time":"2026-11-01T00:00:00Z"}}`,
+		`{"url":"https://93.184.215.14/","start":{"after":"00000000000000000000000000000000"}}`,
+		`{"url":"https://93.184.215.14/","start":{"after":"zz"},"retry":{"schedule":[]}}`,
+		`{"url":"https://93.184.215.14/","start":{"time":"x","after":"y"}}`,
+		`{"url":"https://93.184.215.14/","retry":{"schedule":["-1s","1h"],"max_age":"0s"}}`,
+		`{"url":"https://93.184.215.14/","headers":{"":"x","Content-Type":"y","X\r\n":"z","X-A":"a\r\nb"}}`,
+		`{"url":"https://93.184.215.14/","max_in_flight":-1,"rate_limit":1e309}`,
+		`{"url":"http://2130706433/"}`, `{"url":"http://0x7f.1/"}`, `{"url":"http://[::ffff:127.0.0.1]/"}`,
+		`{"url":"http://localhost/"}`, `{"url":"https://user:pw@93.184.215.14/"}`, `{"url":"javascript:alert(1)"}`,
+		`{"url":"https://93.184.215.14/","event_types":["a*b","*",""],"streams":null}`,
+		`{"url":5}`, `{"url":"x","unknown":1}`, `{}`, `[]`, `null`, ``, `{"url":"https://93.184.215.14/"} {}`,
+	}
+	for _, b := range bodies {
+		f.Add([]byte(b), false)
+	}
+	f.Add([]byte(bodies[0]), true)
+	f.Add([]byte(`{"url":"https://93.184.215.14/","tenant":"other"}`), true)
+	s, keys := newFuzzServer(f)
+	f.Fuzz(func(t *testing.T, body []byte, asTenant bool) {
+		key := keys.admin
+		if asTenant {
+			key = keys.tenantA
+		}
+		rec := serveFuzz(t, s, http.MethodPost, "/v1/subscriptions", key, body)
+		if rec.Code == http.StatusCreated && asTenant && !bytes.Contains(rec.Body.Bytes(), []byte(`"tenant":"acme"`)) {
+			t.Fatalf("a tenant key created a subscription outside its tenant: %s", rec.Body.Bytes())
+		}
+	})
+}

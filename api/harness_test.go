@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -76,7 +78,7 @@ func testDeps(t testing.TB, store eventstore.Store) (Deps, testKeys) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	subs, err := subscriptions.New(store, subscriptions.Config{Logger: quietLogger()})
+	subs, err := subscriptions.New(store, subscriptions.Config{Logger: quietLogger(), Resolver: noDNS})
 	if err != nil {
 		t.Fatalf("subscriptions.New: %v", err)
 	}
@@ -107,6 +109,12 @@ func testDeps(t testing.TB, store eventstore.Store) (Deps, testKeys) {
 	}
 	return Deps{Store: store, Subscriptions: subs, Keys: keys}, tk
 }
+
+// noDNS resolves from /etc/hosts only: tests never leave 127.0.0.1, and a
+// name that does not resolve is accepted at creation (API.md).
+var noDNS = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("tests do not use DNS")
+}}
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

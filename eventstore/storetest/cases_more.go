@@ -1,12 +1,14 @@
 package storetest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -18,6 +20,7 @@ func init() {
 		testCase{"LargeEvents", testLargeEvents},
 		testCase{"ConcurrentExpectedVersion", testConcurrentExpectedVersion},
 		testCase{"ConcurrentRetriesOfOneAppend", testConcurrentRetries},
+		testCase{"FollowFilter", testFollowFilter},
 	)
 }
 
@@ -162,5 +165,80 @@ func testConcurrentRetries(t *testing.T, h Harness) {
 	all, _ := readAll(ctx, t, s, eventstore.Start, eventstore.Filter{})
 	if len(all) != 6 {
 		t.Errorf("log holds %d events, want 6", len(all))
+	}
+}
+
+// testFollowFilter: eventstore.Follow with a filter delivers only matching
+// events, catch-up then live, each once, and reports progress past the
+// events it skipped.
+func testFollowFilter(t *testing.T, h Harness) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, _ := open(t, h)
+
+	var want []uuid.UUID
+	appendSome := func(n int) {
+		for i := range n {
+			typ := "follow.skip"
+			if i%3 == 0 {
+				typ = "follow.keep"
+			}
+			e := ev(typ, "")
+			mustAppend(ctx, t, s, "follow-1", eventstore.Any, e)
+			if typ == "follow.keep" {
+				want = append(want, e.ID)
+			}
+		}
+	}
+	appendSome(10) // catch-up part
+
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var mu sync.Mutex
+	var got []eventstore.Event
+	var progress eventstore.Position
+	done := make(chan error, 1)
+	go func() {
+		done <- eventstore.Follow(fctx, s, eventstore.FollowParams{Filter: eventstore.Filter{Types: []string{"follow.keep"}}, Batch: 2},
+			func(_ context.Context, evs []eventstore.Event) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, evs...)
+				return nil
+			},
+			func(p eventstore.Position) {
+				mu.Lock()
+				defer mu.Unlock()
+				if p.Less(progress) {
+					t.Errorf("progress went back from %s to %s", progress, p)
+				}
+				progress = p
+			})
+	}()
+	time.Sleep(50 * time.Millisecond)
+	appendSome(8) // live part
+	head := mustHead(ctx, t, s)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		reached := progress == head
+		mu.Unlock()
+		if reached || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Follow ended with %v, want context.Canceled", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if progress != head {
+		t.Errorf("progress %s, want the head %s (progress moves past skipped events)", progress, head)
+	}
+	seenOnce(t, "filtered follow", got)
+	if !sameIDs(ids(got), want) {
+		t.Errorf("Follow delivered %v, want %v", ids(got), want)
 	}
 }

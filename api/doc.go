@@ -20,6 +20,19 @@
 //     next_from_version (the version after the last event examined), so paging
 //     through a filtered stream never stops early.
 //   - GET /v1/events/{id} of another tenant's event is 404 for a tenant key.
+//   - A tenant key's subscription is its own tenant's; naming another tenant
+//     in POST /v1/subscriptions is a 400 on "tenant". GET /v1/subscriptions
+//     accepts ?tenant= for admin keys; tenant keys always see their own.
+//     Another tenant's subscription id is 404 on every subscription route.
+//   - Subscriptions and keys show "tenant": null when they have none, like
+//     events; metadata of an event without one is {}.
+//   - POST /v1/subscriptions/{id}/pause|resume|rotate-secret take no body (an
+//     empty body or {}); they answer 200 with the subscription, and
+//     rotate-secret includes the new secret.
+//   - Problem types are URNs: urn:hooklog:problem:validation,
+//     malformed-json, body-too-large, wrong-version, id-conflict, not-found,
+//     unauthenticated, forbidden, method-not-allowed, not-implemented,
+//     unavailable (store closed or unreachable: 503) and internal.
 //   - Every request is logged at debug level (an access log); 5xx responses are
 //     logged at error level with their cause.
 //   - /healthz, /readyz, /metrics and /v1/openapi.json need no key.

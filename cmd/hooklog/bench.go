@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -30,8 +31,9 @@ func newBenchCmd() *cobra.Command {
 
 func newBenchAppendCmd() *cobra.Command {
 	var (
-		o      bench.AppendOptions
-		driver string
+		o          bench.AppendOptions
+		driver     string
+		cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "append",
@@ -63,8 +65,13 @@ HOOKLOG_STORE_POSTGRES_URL. With --driver all and no URL they are skipped.`,
 				return &ConfigError{Key: "--driver", Problem: fmt.Sprintf("unknown driver %q (want embedded, postgres or all)", driver)}
 			}
 			o.Progress = cmd.ErrOrStderr()
+			stopProfile, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
+			}
 			start := time.Now()
 			results, err := bench.RunAppend(cmd.Context(), o)
+			stopProfile()
 			title := fmt.Sprintf("hooklog bench append: %s per side, GOMAXPROCS=%d, %s/%s, dir %s",
 				o.Duration, runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, o.Dir)
 			if len(results) > 0 {
@@ -85,6 +92,7 @@ HOOKLOG_STORE_POSTGRES_URL. With --driver all and no URL they are skipped.`,
 	f.IntVar(&o.BatchWriters, "batch-writers", 1, "concurrent batch appenders (PostgreSQL connections) on both sides")
 	f.IntVar(&o.Concurrency, "concurrency", 32, "concurrent single-event appenders (PostgreSQL connections) on both sides")
 	f.IntVar(&o.TailRate, "tail-rate", 1000, "append rate of the latency scenario, events/s")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return cmd
 }
 
@@ -98,7 +106,10 @@ func firstEnv(names ...string) string {
 }
 
 func newBenchAPICmd() *cobra.Command {
-	var o bench.APIOptions
+	var (
+		o          bench.APIOptions
+		cpuProfile string
+	)
 	cmd := &cobra.Command{
 		Use:   "api",
 		Short: "Appends through real HTTP on loopback, as a ratio to the store's own append rate",
@@ -112,7 +123,12 @@ alternating in rounds within this run. Clients and server share this machine.`,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.ErrOrStderr()
 			o.Server = benchServer(cmd.ErrOrStderr())
+			stopProfile, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
+			}
 			results, err := bench.RunAPI(cmd.Context(), o)
+			stopProfile()
 			if len(results) > 0 {
 				title := fmt.Sprintf("hooklog bench api: %s per side, GOMAXPROCS=%d, %s/%s, dir %s",
 					o.Duration, runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, o.Dir)
@@ -129,6 +145,7 @@ alternating in rounds within this run. Clients and server share this machine.`,
 	f.IntVar(&o.Concurrency, "concurrency", 32, "concurrent single-event clients (and direct appenders)")
 	f.IntVar(&o.Batch, "batch", 100, "events per request in the batch scenario")
 	f.IntVar(&o.BatchClients, "batch-clients", 1, "concurrent batch clients (and direct batch appenders)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return cmd
 }
 
@@ -148,4 +165,24 @@ func benchServer(logw io.Writer) func(ctx context.Context, s eventstore.Store) (
 		}
 		return a.handler, cfg.Auth.AdminKey, a.close, nil
 	}
+}
+
+// startCPUProfile profiles into file until the returned function is called;
+// "" profiles nothing.
+func startCPUProfile(file string) (func(), error) {
+	if file == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

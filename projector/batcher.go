@@ -1,0 +1,294 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hooklog/hooklog/eventstore"
+)
+
+// checkpointInterval bounds how often checkpoints are written when no
+// attempts are (a route moving through events it does not match).
+const checkpointInterval = time.Second
+
+// finalFlushTimeout bounds the last commit of Stop.
+const finalFlushTimeout = 5 * time.Second
+
+// errBatcherStopped: an item was submitted after the batcher stopped.
+var errBatcherStopped = errors.New("projector: outcome batcher stopped")
+
+// batchItem is one recorded attempt (or only state ops) and its callback.
+type batchItem struct {
+	sub     []byte
+	attempt *Attempt
+	ops     []eventstore.StateOp
+	// done, when set, is called once the item is committed (nil error) or
+	// given up (the store failed until Stop).
+	done func(error)
+	// flush commits the batch at once (sync).
+	flush bool
+}
+
+// batcher commits the outcomes of every route: one CommitState per flush
+// holding one delivery.attempts event and the state ops the attempts imply,
+// plus the latest checkpoints of the routes.
+type batcher struct {
+	state  eventstore.StateStore
+	cfg    Config
+	in     chan batchItem
+	stopCh chan struct{}
+	done   chan struct{}
+
+	mu       sync.Mutex
+	cps      map[string][]byte // string(sub key) → checkpoint JSON, not yet written
+	deletes  [][]byte          // sub keys whose state is to be deleted
+	kick     chan struct{}
+	stopOnce sync.Once
+}
+
+func newBatcher(state eventstore.StateStore, cfg Config) *batcher {
+	return &batcher{
+		state:  state,
+		cfg:    cfg,
+		in:     make(chan batchItem, cfg.OutcomeBatch),
+		stopCh: make(chan struct{}),
+		done:   make(chan struct{}),
+		cps:    map[string][]byte{},
+		kick:   make(chan struct{}, 1),
+	}
+}
+
+// submit queues it; it blocks while the queue is full (the store is the
+// bottleneck of every route alike) and fails once the batcher has stopped.
+func (b *batcher) submit(it batchItem) error {
+	select {
+	case <-b.done:
+		return errBatcherStopped
+	default:
+	}
+	select {
+	case b.in <- it:
+		return nil
+	case <-b.done:
+		return errBatcherStopped
+	}
+}
+
+// setCheckpoint records the latest checkpoint of a route; it is written with
+// the next flush (within checkpointInterval).
+func (b *batcher) setCheckpoint(sub []byte, cp checkpoint) {
+	v := mustJSON(cp)
+	b.mu.Lock()
+	b.cps[string(sub)] = v
+	b.mu.Unlock()
+}
+
+// deleteSub deletes every state entry of a deleted subscription with the
+// next flush, after whatever was submitted for it before.
+func (b *batcher) deleteSub(sub []byte) {
+	b.mu.Lock()
+	delete(b.cps, string(sub))
+	b.deletes = append(b.deletes, sub)
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sync returns once everything submitted and every checkpoint set before the
+// call is committed.
+func (b *batcher) sync(ctx context.Context) error {
+	ch := make(chan error, 1)
+	if err := b.submit(batchItem{flush: true, done: func(err error) { ch <- err }}); err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stop flushes what is queued and ends the batcher. Callers stop submitting first.
+func (b *batcher) stop() {
+	b.stopOnce.Do(func() { close(b.stopCh) })
+	<-b.done
+}
+
+func (b *batcher) run() {
+	defer close(b.done)
+	var buf []batchItem
+	attempts := 0
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	tick := time.NewTicker(checkpointInterval)
+	defer tick.Stop()
+	flush := func() {
+		if armed {
+			timer.Stop()
+			armed = false
+		}
+		b.flush(buf)
+		clear(buf)
+		buf, attempts = buf[:0], 0
+	}
+	add := func(it batchItem) bool {
+		buf = append(buf, it)
+		if it.attempt != nil {
+			attempts++
+		}
+		return it.flush || attempts >= b.cfg.OutcomeBatch
+	}
+	for {
+		select {
+		case it := <-b.in:
+			now := add(it)
+			for !now && attempts < b.cfg.OutcomeBatch {
+				select {
+				case it := <-b.in:
+					now = add(it)
+					continue
+				default:
+				}
+				break
+			}
+			if now {
+				flush()
+			} else if !armed {
+				timer.Reset(b.cfg.OutcomeFlush)
+				armed = true
+			}
+		case <-timer.C:
+			armed = false
+			flush()
+		case <-tick.C:
+			if len(buf) > 0 || b.hasPending() {
+				flush()
+			}
+		case <-b.kick:
+			flush()
+		case <-b.stopCh:
+			for {
+				select {
+				case it := <-b.in:
+					add(it)
+					if attempts >= b.cfg.OutcomeBatch {
+						flush()
+					}
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+			return
+		}
+	}
+}
+
+func (b *batcher) hasPending() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.cps) > 0 || len(b.deletes) > 0
+}
+
+// flush commits buf and the pending checkpoints and deletions, retrying
+// while the store fails until the batcher is stopped; then the items are
+// given up (their routes re-send them after a restart).
+func (b *batcher) flush(buf []batchItem) {
+	b.mu.Lock()
+	cps, deletes := b.cps, b.deletes
+	b.cps, b.deletes = map[string][]byte{}, nil
+	b.mu.Unlock()
+	if len(buf) == 0 && len(cps) == 0 && len(deletes) == 0 {
+		return
+	}
+	c := b.build(buf, cps, deletes)
+	var err error
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
+		_, err = b.state.CommitState(ctx, c)
+		cancel()
+		if err == nil || errors.Is(err, eventstore.ErrClosed) || errors.Is(err, eventstore.ErrInvalid) {
+			break
+		}
+		b.cfg.Logger.Error("projector: recording delivery outcomes failed; retrying", "err", err, "attempts", len(c.Ops))
+		select {
+		case <-b.stopCh:
+		case <-time.After(backoff):
+			backoff = min(backoff*2, 2*time.Second)
+			continue
+		}
+		// Stopping: one last try.
+		ctx, cancel = context.WithTimeout(context.Background(), finalFlushTimeout)
+		_, err = b.state.CommitState(ctx, c)
+		cancel()
+		break
+	}
+	if err != nil {
+		b.cfg.Logger.Error("projector: giving up recording delivery outcomes; they are re-sent after a restart", "err", err)
+		// Keep checkpoints that were not replaced meanwhile.
+		b.mu.Lock()
+		for k, v := range cps {
+			if _, ok := b.cps[k]; !ok {
+				b.cps[k] = v
+			}
+		}
+		b.mu.Unlock()
+	}
+	for _, it := range buf {
+		if it.done != nil {
+			it.done(err)
+		}
+	}
+}
+
+// build turns a flush into one StateCommit: the delivery.attempts event, the
+// index entries of each attempt, the items' own ops, checkpoints, and last
+// the deletions of deleted subscriptions' state.
+func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte) eventstore.StateCommit {
+	n := 0
+	for _, it := range buf {
+		n += 3 + len(it.ops)
+	}
+	ops := make([]eventstore.StateOp, 0, n+len(cps)+len(deletes)*len(subBuckets))
+	var encoded [][]byte
+	empty := []byte{}
+	for _, it := range buf {
+		if a := it.attempt; a != nil {
+			enc := mustJSON(a)
+			encoded = append(encoded, enc)
+			main, byEvent, byStatus := attemptKeys(it.sub, a)
+			ops = append(ops,
+				eventstore.StateOp{Bucket: bucketAttempts, Key: main, Value: enc},
+				eventstore.StateOp{Bucket: bucketAttemptsByEvent, Key: byEvent, Value: empty})
+			if byStatus != nil {
+				ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByStatus, Key: byStatus, Value: empty})
+			}
+		}
+		ops = append(ops, it.ops...)
+	}
+	for k, v := range cps {
+		ops = append(ops, eventstore.StateOp{Bucket: bucketRoutes, Key: []byte(k), Value: v})
+	}
+	for _, sub := range deletes {
+		for _, bk := range subBuckets {
+			ops = append(ops, eventstore.StateOp{Bucket: bk, Key: sub, DeletePrefix: true})
+		}
+	}
+	c := eventstore.StateCommit{Ops: ops}
+	if len(encoded) > 0 {
+		c.Appends = []eventstore.AppendParams{{
+			Stream:   DeliveriesStream,
+			Expected: eventstore.Any,
+			Events:   []eventstore.ProposedEvent{{Type: TypeAttempts, Data: appendAttemptsData(encoded)}},
+		}}
+	}
+	return c
+}

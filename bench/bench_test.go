@@ -3,6 +3,9 @@ package bench
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +71,38 @@ func TestPayloadSize(t *testing.T) {
 		if got := len(line("bench-w-00", payload(size))); got < size-2 || got > size+2 {
 			t.Errorf("payload(%d) gives %d-byte lines", size, got)
 		}
+	}
+}
+
+// rawClient reads fixed-length and chunked answers on one kept-alive
+// connection, and reports a non-201 status.
+func TestRawClient(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("x", 64<<10) // over the server's buffer: chunked
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Authorization") != "Bearer k" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		if string(b) == "big" {
+			_, _ = io.WriteString(w, big)
+			return
+		}
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	}))
+	defer srv.Close()
+	c := &rawClient{addr: strings.TrimPrefix(srv.URL, "http://"), key: "k"}
+	defer c.close()
+	for i, body := range []string{"small", "big", "small", "big"} {
+		if err := c.post("/x", []byte(body)); err != nil {
+			t.Fatalf("request %d (%s): %v", i, body, err)
+		}
+	}
+	bad := &rawClient{addr: c.addr, key: "wrong"}
+	defer bad.close()
+	if err := bad.post("/x", []byte("small")); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong key: %v", err)
 	}
 }

@@ -17,7 +17,7 @@ type Registry interface {
 
 type metrics struct {
 	requests       *prometheus.CounterVec   // route, method, code
-	duration       *prometheus.HistogramVec // route, method
+	duration       *prometheus.HistogramVec // route, method, code
 	appendRequests *prometheus.CounterVec   // result: created, duplicate, rejected
 	appendedEvents prometheus.Counter
 	inflightPolls  prometheus.Gauge
@@ -31,9 +31,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "hooklog", Subsystem: "http", Name: "request_duration_seconds",
-			Help:    "HTTP request latency by route template and method (long-polls included).",
+			Help:    "HTTP request latency by route template, method and status code (long-polls included).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		}, []string{"route", "method"}),
+		}, []string{"route", "method", "code"}),
 		appendRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "hooklog", Subsystem: "api", Name: "append_requests_total",
 			Help: "Append requests by result: created, duplicate (idempotent retry) or rejected.",
@@ -64,6 +64,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) observe(route, method string, code int, seconds float64) {
-	m.requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
-	m.duration.WithLabelValues(route, method).Observe(seconds)
+	c := strconv.Itoa(code)
+	m.requests.WithLabelValues(route, method, c).Inc()
+	m.duration.WithLabelValues(route, method, c).Observe(seconds)
 }

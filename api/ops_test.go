@@ -44,7 +44,7 @@ func TestOperationalRoutes(t *testing.T) {
 			`hooklog_http_requests_total{code="400",method="POST",route="/v1/streams/{stream}/events"} 1`,
 			`hooklog_http_requests_total{code="404",method="GET",route="unmatched"} 2`,
 			`hooklog_http_requests_total{code="405",method="PUT",route="unmatched"} 1`,
-			`hooklog_http_request_duration_seconds_count{method="GET",route="/healthz"} 1`,
+			`hooklog_http_request_duration_seconds_count{code="200",method="GET",route="/healthz"} 1`,
 			`hooklog_api_append_requests_total{result="created"} 1`,
 			`hooklog_api_append_requests_total{result="rejected"} 1`,
 			`hooklog_api_appended_events_total 2`,

@@ -57,7 +57,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hooklog: configuration: %v\n", ce)
 		return exitUsage
 	case errors.As(err, &re):
-		fmt.Fprintf(stderr, "hooklog: %v\n", re.err)
+		var ae *apiError
+		if errors.As(err, &ae) {
+			fmt.Fprintf(stderr, "hooklog: %v\n", ae) // one line per field error, on purpose
+		} else {
+			fmt.Fprintf(stderr, "hooklog: %s\n", oneLine(re.err.Error()))
+		}
 		return exitFailed
 	default:
 		fmt.Fprintf(stderr, "hooklog: %v (see hooklog --help)\n", err)

@@ -425,3 +425,13 @@ func TestServePostgres(t *testing.T) {
 		}
 	}
 }
+
+// A store that cannot be opened stops serve with exit 1 and one line.
+func TestServeStoreUnreachable(t *testing.T) {
+	t.Parallel()
+	env := []string{"HOOKLOG_STORE_DRIVER=postgres", "HOOKLOG_STORE_POSTGRES_URL=postgres://nobody@127.0.0.1:1/none?connect_timeout=5"}
+	_, stderr, code := runHooklog(t, t.TempDir(), env, "serve")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "hooklog: open postgres store: ") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}

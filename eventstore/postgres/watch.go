@@ -33,14 +33,14 @@ func (s *Store) kick(ch chan struct{}) {
 // that commit while it is busy coalesce into one more round.
 //
 // While committed rows wait behind an older open transaction (a pending
-// position above the head), it re-reads quickly, backing off from 1ms to
-// PollInterval, so they are seen soon after the blocker ends even when that
-// transaction sends no notification.
+// position above the head), it re-reads every millisecond for a while, then
+// backs off to PollInterval, so they are seen soon after the blocker ends even
+// when that transaction sends no notification.
 func (s *Store) watcher(ctx context.Context) {
 	defer s.wg.Done()
 	timer := time.NewTimer(s.cfg.PollInterval)
 	defer timer.Stop()
-	var fast time.Duration
+	fastPolls := 0
 	for {
 		notify := false
 		select {
@@ -61,19 +61,28 @@ func (s *Store) watcher(ctx context.Context) {
 			if notify {
 				s.kick(s.localKick) // send it at the next round
 			}
-			fast = 0
+			fastPolls = 0
 		default:
 			s.noteStuck(head, pending)
 			s.watch.Advance(head)
 			if head.Less(pending) || head.Less(s.localTarget()) {
-				fast = min(max(2*fast, time.Millisecond), s.cfg.PollInterval)
-				next = fast
+				next = min(fastPollDelay(fastPolls), s.cfg.PollInterval)
+				fastPolls++
 			} else {
-				fast = 0
+				fastPolls = 0
 			}
 		}
 		timer.Reset(next)
 	}
+}
+
+// fastPollDelay is the wait before the n-th quick re-read while rows are held
+// back: 1ms for the first 20, then doubling.
+func fastPollDelay(n int) time.Duration {
+	if n < 20 {
+		return time.Millisecond
+	}
+	return time.Millisecond << min(n-19, 16)
 }
 
 // refresh reads the visible head and the last committed row still held back

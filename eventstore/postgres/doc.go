@@ -22,16 +22,34 @@
 // order is (txid, seq) and a Position is {Hi: txid, Lo: seq}. Readers return
 // only rows with txid below the xmin of their snapshot, i.e. rows whose
 // transaction and every older transaction has finished: whatever commits later
-// has a larger txid and sorts after every cursor already handed out. Appends to
-// one stream are serialized by a row lock on the stream's head row (held to
-// commit), so a stream's versions also follow log order.
+// has a larger txid and sorts after every cursor already handed out. Appends
+// to one stream are serialized by a transaction-scoped advisory lock on the
+// stream, taken before the transaction id is assigned, so a stream's versions
+// also follow log order.
 //
 // The price: one long-open write transaction anywhere in the PostgreSQL
 // cluster (any database: the xmin horizon is cluster-wide, and it includes
 // AppendTx callers that keep their transaction open) holds back what readers
 // may see, for every reader, until it ends. Keep write transactions short.
-// Appends already made stay durable; they just become readable later. ReadStream
-// and Event read committed rows directly and are not held back.
+// Appends already made stay durable; they just become readable later.
+// ReadStream and Event read committed rows directly and are not held back.
+// Under steady concurrent writing an event becomes readable once every older
+// write transaction has finished, so the tail latency follows the slowest
+// commits.
+//
+// Read-your-writes within one Store: when Head or ReadAll reach the end of the
+// visible log before an event this Store's Append has committed, they wait for
+// it (the watcher re-reads every millisecond meanwhile), at most one second,
+// and not at all once the head has been stuck that long.
+//
+// # Appends
+//
+// An Append is one statement, so one round trip and one transaction: a fast
+// path INSERT that appends when the stream's lock is free at once and the
+// version check passes; otherwise (a busy stream, ids already in the log, a
+// wrong version, a commit racing the statement) the append_events function,
+// which waits for the stream's lock and answers duplicates, id conflicts and
+// wrong versions without writing. AppendTx always uses append_events.
 //
 // # Wait, LISTEN/NOTIFY and polling
 //

@@ -172,7 +172,7 @@ func likeEscape(s string) string {
 }
 
 // ReadStream implements eventstore.Store. Versions of one stream are assigned
-// under the stream's row lock, so committed rows of a stream never gain a
+// under the stream's advisory lock, so committed rows of a stream never gain a
 // lower version later: no visibility horizon is needed, and a reader sees its
 // own committed appends at once.
 func (s *Store) ReadStream(ctx context.Context, p eventstore.ReadStreamParams) ([]eventstore.Event, error) {

@@ -179,11 +179,18 @@ func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 	h["content-type"] = []string{"application/json"}
 	h["webhook-id"] = []string{id}
 	h["webhook-timestamp"] = []string{strconv.FormatInt(at.Unix(), 10)}
-	h["webhook-signature"] = []string{Sign(r.Sub.ActiveSecrets(at), id, at, body)}
+	if sig := Sign(r.Sub.ActiveSecrets(at), id, at, body); sig != "" {
+		h["webhook-signature"] = []string{sig}
+	}
 	if r.ReplayID != "" {
 		h["webhook-replay"] = []string{r.ReplayID}
 	}
 	h["User-Agent"] = []string{d.cfg.UserAgent} // canonical: net/http looks it up so
+	// An empty Idempotency-Key (not sent) lets net/http re-send the POST when
+	// a kept-alive connection turns out to be closed by the endpoint. That is
+	// safe: delivery is at least once and the copy has the same webhook-id;
+	// without it the race with an endpoint's idle timeout fails the attempt.
+	h["Idempotency-Key"] = []string{}
 
 	resp, err := d.client.Do(req)
 	if err != nil {

@@ -299,6 +299,9 @@ func TestDeliverWireHeaders(t *testing.T) {
 			t.Errorf("header %q missing from the request head %q", name, lines)
 		}
 	}
+	if has["Idempotency-Key"] {
+		t.Errorf("Idempotency-Key (only a marker for net/http) was sent: %q", lines)
+	}
 	if !slicesContains(lines, "webhook-id: "+e.ID.String()) || !slicesContains(lines, "webhook-replay: rpl_1") || !slicesContains(lines, "User-Agent: "+projector.DefaultUserAgent()) {
 		t.Errorf("request head %q", lines)
 	}
@@ -651,5 +654,58 @@ func BenchmarkBody(b *testing.B) {
 		if _, err := projector.Body(e); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// An endpoint that closes a kept-alive connection as the next delivery
+// arrives (its idle timeout racing ours) does not fail that delivery: it is
+// re-sent once on a new connection, with the same webhook-id.
+func TestDeliverResendsOnStaleConnection(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)               // last: after the listener and the client's connections closed
+	t.Cleanup(func() { ln.Close() }) // (cleanups run last-registered first)
+	var mu sync.Mutex
+	var ids []string
+	wg.Go(func() {
+		for conn := 0; ; conn++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(c)
+			for n := 0; ; n++ {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					break
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				mu.Lock()
+				ids = append(ids, req.Header.Get("webhook-id"))
+				mu.Unlock()
+				if conn == 0 && n == 1 {
+					break // the second request on the first connection: hang up
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+			}
+			c.Close()
+		}
+	})
+	d := dlDeliverer(t, projector.DelivererConfig{AllowPrivateNetworks: true})
+	sub := dlSub("http://"+ln.Addr().String()+"/", subscriptions.Secret{Value: dlSecret(t)})
+	e1, e2 := dlEvent(), dlEvent()
+	for _, e := range []eventstore.Event{e1, e2} {
+		if o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: e, Attempt: 1}); o.Kind != projector.Succeeded {
+			t.Fatalf("delivery of %s: %+v", e.ID, o)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{e1.ID.String(), e2.ID.String(), e2.ID.String()}; strings.Join(ids, " ") != strings.Join(want, " ") {
+		t.Errorf("the endpoint saw webhook-ids %q, want %q", ids, want)
 	}
 }

@@ -187,7 +187,7 @@ func BenchmarkTailLatency(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			schema := pgtest.Schema(b)
-			writer := benchStore(b, schema, 4)
+			writer := benchStore(b, schema, 16)
 			reader := writer
 			if other {
 				reader = benchStore(b, schema, 4)

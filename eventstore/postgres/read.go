@@ -54,13 +54,13 @@ func cursorArgs(p eventstore.Position) (int64, int64) {
 // Read-your-writes: when the page ends at the end of the visible log before an
 // event this Store's Append has committed (held back by an older open
 // transaction somewhere in the cluster), ReadAll waits up to settleTimeout for
-// it to become visible and reads again.
+// the visible log to grow and reads again (see settle).
 func (s *Store) ReadAll(ctx context.Context, p eventstore.ReadParams) (eventstore.ReadResult, error) {
 	if s.closed.Load() {
 		return eventstore.ReadResult{}, eventstore.ErrClosed
 	}
 	res, atEnd, err := s.readAll(ctx, p)
-	if err != nil || !atEnd || !s.settle(ctx, res.Next) {
+	if err != nil || !atEnd || !s.settle(ctx, res.Next, false) {
 		return res, err
 	}
 	res, _, err = s.readAll(ctx, p)
@@ -229,7 +229,7 @@ func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 		return eventstore.Position{}, eventstore.ErrClosed
 	}
 	head, _, err := s.refresh(ctx, false)
-	if err == nil && s.settle(ctx, head) {
+	if err == nil && s.settle(ctx, head, true) {
 		head, _, err = s.refresh(ctx, false)
 	}
 	if err != nil {

@@ -147,11 +147,14 @@ func (s *Store) localTarget() eventstore.Position {
 // settle gives read-your-writes within this Store: when a read ended at seen,
 // the end of the visible log, but this Store's Append has committed an event
 // after seen, that event is only held back by an older open transaction, which
-// is normally about to end. settle waits for the watcher to see it and reports
-// whether the caller should read again. It waits at most settleTimeout, and
+// is normally about to end. settle waits for the watcher to see the head move
+// past seen (untilTarget: reach that event) and reports whether the caller
+// should read again. Waiting only for progress keeps a tailing reader's
+// latency that of the events it gets, not that of the newest append; a
+// reader that pages on reaches the event. It waits at most settleTimeout, and
 // not at all once the head has been stuck that long (a long transaction is
 // open: reads then return what is visible without delay).
-func (s *Store) settle(ctx context.Context, seen eventstore.Position) bool {
+func (s *Store) settle(ctx context.Context, seen eventstore.Position, untilTarget bool) bool {
 	target := s.localTarget()
 	if !seen.Less(target) || s.watch == nil {
 		return false
@@ -165,11 +168,14 @@ func (s *Store) settle(ctx context.Context, seen eventstore.Position) bool {
 	if !time.Now().Before(deadline) {
 		return false
 	}
-	before := eventstore.Position{Hi: target.Hi, Lo: target.Lo - 1} // seq >= 1
+	after := seen
+	if untilTarget {
+		after = eventstore.Position{Hi: target.Hi, Lo: target.Lo - 1} // seq >= 1
+	}
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	s.kick(s.remoteKick)
-	return s.watch.Wait(wctx, before) == nil
+	return s.watch.Wait(wctx, after) == nil
 }
 
 // Backoff of the listener's reconnects.

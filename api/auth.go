@@ -24,13 +24,21 @@ type principal struct {
 
 func (p principal) isAdmin() bool { return p.Role == roleAdmin }
 
+// noTenant is a tenant name no event or subscription can have.
+const noTenant = "\x00"
+
 // tenantScope returns the tenant the caller is confined to, and whether it is
-// confined at all (only tenant keys are).
+// confined at all: admin and producer keys are not, tenant keys are. It fails
+// closed: a request without a principal is confined to a tenant that matches
+// nothing.
 func (p principal) tenantScope() (string, bool) {
-	if p.Role == roleTenant {
+	switch p.Role {
+	case roleAdmin, roleProducer:
+		return "", false
+	case roleTenant:
 		return p.Tenant, true
 	}
-	return "", false
+	return noTenant, true
 }
 
 // authenticator resolves a bearer token. It returns errUnauthenticated for an

@@ -438,6 +438,13 @@ func (s *Store) ReadAll(ctx context.Context, p eventstore.ReadParams) (eventstor
 	}
 	limit, maxScan := p.Limits()
 	res := eventstore.ReadResult{Events: []eventstore.Event{}, Next: p.After}
+	if p.After.Lo == math.MaxUint64 {
+		// Nothing can follow (and After.Lo+1 would wrap to the start).
+		if s.closed.Load() {
+			return eventstore.ReadResult{}, eventstore.ErrClosed
+		}
+		return res, nil
+	}
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		scanned := 0

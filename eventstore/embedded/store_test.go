@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -125,9 +126,19 @@ func TestRecordedAt(t *testing.T) {
 func TestForeignPosition(t *testing.T) {
 	t.Parallel()
 	s := openStore(t, t.TempDir())
-	_, err := s.ReadAll(context.Background(), eventstore.ReadParams{After: eventstore.Position{Hi: 1}})
+	ctx := context.Background()
+	_, err := s.ReadAll(ctx, eventstore.ReadParams{After: eventstore.Position{Hi: 1}})
 	if !errors.Is(err, eventstore.ErrBadPosition) {
 		t.Errorf("ReadAll after a position with Hi set: %v, want ErrBadPosition", err)
+	}
+	if _, err := s.Append(ctx, eventstore.AppendParams{Stream: "s", Events: []eventstore.ProposedEvent{event("a.b")}}); err != nil {
+		t.Fatal(err)
+	}
+	// A cursor past anything this store can hold (a client can send any hex).
+	last := eventstore.Position{Lo: math.MaxUint64}
+	res, err := s.ReadAll(ctx, eventstore.ReadParams{After: last})
+	if err != nil || len(res.Events) != 0 || res.Next != last {
+		t.Errorf("ReadAll after the largest position: %d events, Next %s, %v; want none and Next unchanged", len(res.Events), res.Next, err)
 	}
 }
 

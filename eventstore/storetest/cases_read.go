@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -186,6 +187,15 @@ func testReadAllPaging(t *testing.T, h Harness) {
 	}
 	if len(res.Events) != 0 || res.Next != pos[9] {
 		t.Errorf("after head: %d events Next %s, want none and Next %s", len(res.Events), res.Next, pos[9])
+	}
+	// A cursor past the end (clients can send any well-formed position):
+	// nothing, and Next does not move back; or ErrBadPosition.
+	far := eventstore.Position{Hi: pos[9].Hi, Lo: math.MaxUint64}
+	res, err = s.ReadAll(ctx, eventstore.ReadParams{After: far})
+	if err != nil && !errors.Is(err, eventstore.ErrBadPosition) {
+		t.Errorf("after %s: %v, want no error or ErrBadPosition", far, err)
+	} else if err == nil && (len(res.Events) != 0 || res.Next.Less(far)) {
+		t.Errorf("after %s: %d events, Next %s; want none and Next not before the cursor", far, len(res.Events), res.Next)
 	}
 	// Reading after a middle event starts right after it.
 	res, err = s.ReadAll(ctx, eventstore.ReadParams{After: pos[4], Limit: 2})

@@ -43,6 +43,7 @@ type batcher struct {
 
 	mu       sync.Mutex
 	cps      map[string][]byte // string(sub key) → checkpoint JSON, not yet written
+	flushing map[string][]byte // the checkpoints of the flush under way
 	deletes  [][]byte          // sub keys whose state is to be deleted
 	kick     chan struct{}
 	stopOnce sync.Once
@@ -85,6 +86,26 @@ func (b *batcher) setCheckpoint(sub []byte, cp checkpoint) {
 	b.mu.Unlock()
 }
 
+// pendingCheckpoint returns a route's checkpoint that is set but not yet
+// committed, if any.
+func (b *batcher) pendingCheckpoint(sub []byte) ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if v, ok := b.cps[string(sub)]; ok {
+		return v, true
+	}
+	v, ok := b.flushing[string(sub)]
+	return v, ok
+}
+
+// flushSoon asks for a flush now (a stopped route's last checkpoint).
+func (b *batcher) flushSoon() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
 // deleteSub deletes every state entry of a deleted subscription with the
 // next flush, after whatever was submitted for it before.
 func (b *batcher) deleteSub(sub []byte) {
@@ -92,10 +113,7 @@ func (b *batcher) deleteSub(sub []byte) {
 	delete(b.cps, string(sub))
 	b.deletes = append(b.deletes, sub)
 	b.mu.Unlock()
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
+	b.flushSoon()
 }
 
 // sync returns once everything submitted and every checkpoint set before the
@@ -203,8 +221,13 @@ func (b *batcher) hasPending() bool {
 func (b *batcher) flush(buf []batchItem) {
 	b.mu.Lock()
 	cps, deletes := b.cps, b.deletes
-	b.cps, b.deletes = map[string][]byte{}, nil
+	b.cps, b.deletes, b.flushing = map[string][]byte{}, nil, cps
 	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.flushing = nil
+		b.mu.Unlock()
+	}()
 	if len(buf) == 0 && len(cps) == 0 && len(deletes) == 0 {
 		return
 	}

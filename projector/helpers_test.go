@@ -266,3 +266,13 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// matching returns the events of stream, in log order.
+func (e *env) matching(stream string) []eventstore.Event {
+	e.t.Helper()
+	evs, err := e.store.ReadStream(context.Background(), eventstore.ReadStreamParams{Stream: stream, Limit: eventstore.MaxReadLimit})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return evs
+}

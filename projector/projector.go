@@ -234,7 +234,10 @@ func (p *Projector) retireLocked(r *route, deleted bool) {
 func (p *Projector) route(id string) *route {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.routes[id]
+	if r := p.routes[id]; r != nil {
+		return r
+	}
+	return p.retiring[id] // stopping: its snapshot is the latest word
 }
 
 // disable disables a subscription whose endpoint answered 410.

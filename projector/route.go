@@ -271,6 +271,7 @@ func (r *route) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	stopping := false
+	var giveUp time.Time
 	for {
 		now := r.now()
 		if !stopping && r.ctx.Err() != nil {
@@ -282,12 +283,23 @@ func (r *route) run() {
 			wakeAt = r.pump(now)
 		}
 		r.publish(now, stopping)
-		if stopping {
-			if r.inFlight == 0 && (r.awaiting == 0 || r.dctx.Err() != nil) {
+		if stopping && r.inFlight == 0 {
+			// Wait for the outcomes to commit, so the checkpoint covers them
+			// and nothing delivered is sent again; the batcher runs until
+			// every route has stopped, but the store may be failing.
+			if giveUp.IsZero() {
+				giveUp = now.Add(finalFlushTimeout)
+			}
+			if r.awaiting == 0 || !now.Before(giveUp) {
+				if r.awaiting > 0 {
+					r.p.cfg.Logger.Warn("projector: route stopped before its outcomes were recorded; they are sent again", "subscription", r.id, "attempts", r.awaiting)
+				}
 				r.publish(now, true)
+				r.p.batcher.flushSoon()
 				return
 			}
-		} else if r.inbox == nil && r.wantRead() && !now.Before(r.readBackoff) {
+			wakeAt = giveUp
+		} else if !stopping && r.inbox == nil && r.wantRead() && !now.Before(r.readBackoff) {
 			if !r.poll() {
 				r.readOwn(now)
 			}
@@ -308,10 +320,8 @@ func (r *route) run() {
 			timer.Reset(max(wakeAt.Sub(now), time.Millisecond))
 			timerC = timer.C
 		}
-		var ctxDone, dctxDone <-chan struct{}
-		if stopping {
-			dctxDone = r.dctx.Done()
-		} else {
+		var ctxDone <-chan struct{}
+		if !stopping {
 			ctxDone = r.ctx.Done()
 		}
 		select {
@@ -325,7 +335,6 @@ func (r *route) run() {
 			r.onWake()
 		case <-timerC:
 		case <-ctxDone:
-		case <-dctxDone:
 		}
 		if timerC != nil && !timer.Stop() {
 			select {

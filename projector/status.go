@@ -91,7 +91,14 @@ func (p *Projector) Status(ctx context.Context, subID string) (RouteStatus, erro
 
 func (p *Projector) checkpoint(ctx context.Context, key []byte, sub subscriptions.Subscription) (checkpoint, error) {
 	cp := checkpoint{Cursor: sub.StartPosition}
-	v, err := p.state.GetState(ctx, bucketRoutes, key)
+	v, ok := []byte(nil), false
+	if p.batcher != nil {
+		v, ok = p.batcher.pendingCheckpoint(key)
+	}
+	var err error
+	if !ok {
+		v, err = p.state.GetState(ctx, bucketRoutes, key)
+	}
 	switch {
 	case errors.Is(err, eventstore.ErrNotFound):
 		return cp, nil

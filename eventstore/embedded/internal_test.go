@@ -196,65 +196,6 @@ func TestGroupCommitSharesFsync(t *testing.T) {
 	}
 }
 
-// TestValidateMatchesSerial: the parallel validate accepts what Validate
-// accepts and returns Validate's own error otherwise.
-func TestValidateMatchesSerial(t *testing.T) {
-	big := json.RawMessage(`{"pad":"` + string(slices.Repeat([]byte("x"), 500)) + `"}`)
-	mk := func(n int) []eventstore.ProposedEvent {
-		evs := make([]eventstore.ProposedEvent, n)
-		for i := range evs {
-			evs[i] = eventstore.ProposedEvent{Type: "big.event", Data: big}
-			if i%2 == 0 {
-				evs[i].ID = uuid.Must(uuid.NewV7())
-			}
-		}
-		return evs
-	}
-	cases := map[string]func(evs []eventstore.ProposedEvent) eventstore.AppendParams{
-		"valid": func(evs []eventstore.ProposedEvent) eventstore.AppendParams {
-			return eventstore.AppendParams{Stream: "s", Events: evs}
-		},
-		"bad data in second half": func(evs []eventstore.ProposedEvent) eventstore.AppendParams {
-			evs[len(evs)-1].Data = json.RawMessage(`[1]`)
-			return eventstore.AppendParams{Stream: "s", Events: evs}
-		},
-		"bad type in first half": func(evs []eventstore.ProposedEvent) eventstore.AppendParams {
-			evs[1].Type = "Bad"
-			return eventstore.AppendParams{Stream: "s", Events: evs}
-		},
-		"id repeated across halves": func(evs []eventstore.ProposedEvent) eventstore.AppendParams {
-			evs[len(evs)-2].ID = evs[0].ID
-			return eventstore.AppendParams{Stream: "s", Events: evs}
-		},
-		"bad stream": func(evs []eventstore.ProposedEvent) eventstore.AppendParams {
-			return eventstore.AppendParams{Stream: "-s", Events: evs}
-		},
-		"null metadata": func(evs []eventstore.ProposedEvent) eventstore.AppendParams {
-			evs[len(evs)-1].Metadata = json.RawMessage(` null `)
-			return eventstore.AppendParams{Stream: "s", Events: evs}
-		},
-	}
-	for name, mkp := range cases {
-		for _, n := range []int{40, 101, 1001} {
-			p1, p2 := mkp(mk(n)), mkp(mk(n))
-			for i := range p2.Events { // same ids in both
-				p2.Events[i].ID = p1.Events[i].ID
-			}
-			err1, err2 := validate(&p1), p2.Validate()
-			if (err1 == nil) != (err2 == nil) || (err1 != nil && err1.Error() != err2.Error()) {
-				t.Errorf("%s, %d events: validate = %v, Validate = %v", name, n, err1, err2)
-			}
-			if err1 == nil {
-				for i := range p1.Events {
-					if p1.Events[i].ID == uuid.Nil || (p2.Events[i].ID != p1.Events[i].ID && i%2 == 0) || (p1.Events[i].Metadata == nil) != (p2.Events[i].Metadata == nil) {
-						t.Fatalf("%s: event %d differs after validate: %+v vs %+v", name, i, p1.Events[i], p2.Events[i])
-					}
-				}
-			}
-		}
-	}
-}
-
 // FuzzDecodeRecord: no input makes the decoder panic, and every record it
 // accepts re-encodes to the same bytes.
 func FuzzDecodeRecord(f *testing.F) {

@@ -190,7 +190,7 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 	}
 	// Work on a copy so that Validate filling in ids never touches the caller's slice.
 	p.Events = slices.Clone(p.Events)
-	if err := validate(&p); err != nil {
+	if err := p.Validate(); err != nil {
 		return eventstore.AppendResult{}, err
 	}
 	if err := ctx.Err(); err != nil {

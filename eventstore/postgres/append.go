@@ -139,6 +139,12 @@ func (s *Store) appendWith(ctx context.Context, q querier, sql string, p eventst
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
+	return readAppendRows(rows, p)
+}
+
+// readAppendRows reads the rows of append_events (or the fast path, or
+// append_events_strict) for p and closes them.
+func readAppendRows(rows pgx.Rows, p eventstore.AppendParams) (eventstore.AppendResult, error) {
 	res := eventstore.AppendResult{Events: make([]eventstore.AppendedEvent, 0, len(p.Events))}
 	status := -1
 	var actual int64

@@ -61,6 +61,20 @@
 // transaction, never inside the append's. Events appended with AppendTx, or by
 // writers that do not notify, are seen within PollInterval.
 //
+// # State (eventstore.StateStore)
+//
+// Derived projector state lives in <schema>.state (bucket text, key bytea,
+// value bytea, primary key (bucket, key)); bytea sorts as bytes, the order
+// ScanState promises. CommitState sends its appends (append_events_strict, a
+// wrapper of append_events that raises instead of answering a wrong version or
+// an id conflict) and its state writes (one statement per DeletePrefix, one
+// DELETE and one INSERT ... ON CONFLICT over unnest arrays for the rest, after
+// reducing the ops to their net effect) as one pipeline: one round trip, one
+// implicit transaction, all or nothing. Races the database detects rerun the
+// commit, as for Append. Committed appends wake the watcher like Append's.
+// ScanState reads pages (index range scans, 512 rows first, growing to 8192),
+// releasing the connection before calling fn for a page's rows.
+//
 // # PositionAt
 //
 // Each row keeps recorded_at (clock_timestamp()) and xmin_at_insert, the xmin of

@@ -20,6 +20,7 @@ type sqlText struct {
 	event       string
 	notifyHead  string
 	schemaQuote string
+	state       stateSQL // the StateStore's statements (state.go)
 }
 
 func newSQLText(schema string) sqlText {
@@ -30,6 +31,7 @@ func newSQLText(schema string) sqlText {
 	pendingSQL := `SELECT txid, seq FROM {{schema}}.events WHERE txid >= {{horizon}} ORDER BY txid DESC, seq DESC LIMIT 1`
 	return sqlText{
 		schemaQuote: schema,
+		state:       newStateSQL(schema),
 		append: r.Replace(`SELECT r_status, r_id, r_txid, r_seq, r_version
 			FROM {{schema}}.append_events($1, $2, $3, $4, $5, $6, $7, $8)`),
 		// Append's fast path: one statement that appends only when the

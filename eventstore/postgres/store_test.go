@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -363,8 +364,48 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "schema_migrations"}.Sanitize()).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 {
-		t.Fatalf("schema_migrations has %d rows, want 1", n)
+	if want := migrationFiles(t); n != want {
+		t.Fatalf("schema_migrations has %d rows, want %d (one per migration)", n, want)
+	}
+}
+
+// migrationFiles counts the embedded migrations.
+func migrationFiles(t *testing.T) int {
+	t.Helper()
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migrations/*.sql: %d files, %v", len(files), err)
+	}
+	return len(files)
+}
+
+// A schema migrated by an older binary (only 0001: no state table) is brought
+// up to date by Open, keeping its events.
+func TestOpenUpgradesSchema(t *testing.T) {
+	ctx := ctxFor(t)
+	schema := pgtest.Schema(t)
+	s := pgtest.Open(t, schema)
+	e := appendOne(ctx, t, s, "upgrade")
+	q := pgx.Identifier{schema}.Sanitize()
+	if _, err := s.Pool().Exec(ctx, `DROP TABLE `+q+`.state; DROP FUNCTION `+q+`.append_events_strict;
+		DELETE FROM `+q+`.schema_migrations WHERE version > 1`); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+
+	s2 := pgtest.Open(t, schema)
+	if _, err := s2.Event(ctx, e.ID); err != nil {
+		t.Fatalf("event after the upgrade: %v", err)
+	}
+	if _, err := s2.CommitState(ctx, eventstore.StateCommit{
+		Appends: []eventstore.AppendParams{{Stream: "upgrade", Events: []eventstore.ProposedEvent{event("test.after")}}},
+		Ops:     []eventstore.StateOp{{Bucket: "b", Key: []byte("k"), Value: []byte("v")}},
+	}); err != nil {
+		t.Fatalf("CommitState after the upgrade: %v", err)
+	}
+	var n int
+	if err := s2.Pool().QueryRow(ctx, `SELECT count(*) FROM `+q+`.schema_migrations`).Scan(&n); err != nil || n != migrationFiles(t) {
+		t.Fatalf("schema_migrations has %d rows (%v), want %d", n, err, migrationFiles(t))
 	}
 }
 

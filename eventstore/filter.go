@@ -7,15 +7,20 @@ import "strings"
 // Types and Streams hold exact names or prefixes written with a trailing '*'
 // ("payment.*", "order-*"); an event matches when it matches any entry of each
 // non-empty list. Tenant, when non-nil, keeps only events of that tenant ("" =
-// events without a tenant).
+// events without a tenant). NoInternal drops the events of hooklog's internal
+// streams (IsInternalStream), such as the large delivery-outcome events, so
+// readers that never want them (the projector) do not decode them.
 type Filter struct {
-	Types   []string
-	Streams []string
-	Tenant  *string
+	Types      []string
+	Streams    []string
+	Tenant     *string
+	NoInternal bool
 }
 
 // IsZero reports whether f matches every event.
-func (f Filter) IsZero() bool { return len(f.Types) == 0 && len(f.Streams) == 0 && f.Tenant == nil }
+func (f Filter) IsZero() bool {
+	return len(f.Types) == 0 && len(f.Streams) == 0 && f.Tenant == nil && !f.NoInternal
+}
 
 // Match reports whether e passes the filter.
 func (f Filter) Match(e *Event) bool {
@@ -26,6 +31,9 @@ func (f Filter) Match(e *Event) bool {
 // filter before decoding a whole event.
 func (f Filter) MatchFields(typ, stream, tenant string) bool {
 	if f.Tenant != nil && *f.Tenant != tenant {
+		return false
+	}
+	if f.NoInternal && IsInternalStream(stream) {
 		return false
 	}
 	return MatchAny(f.Types, typ) && MatchAny(f.Streams, stream)

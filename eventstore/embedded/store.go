@@ -266,7 +266,6 @@ func (s *Store) commit(batch []*request) {
 	var lastSeq uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		st := txState{
-			tx:       tx,
 			events:   tx.Bucket(bucketEvents),
 			ids:      tx.Bucket(bucketIDs),
 			versions: tx.Bucket(bucketVersions),

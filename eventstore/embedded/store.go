@@ -331,7 +331,6 @@ func (st *txState) get(id []byte) []byte {
 
 type txState struct {
 	idCursor                       *bolt.Cursor
-	tx                             *bolt.Tx
 	events, ids, versions, streams *bolt.Bucket
 	lastSeq                        uint64
 	now                            int64

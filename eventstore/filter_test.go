@@ -71,6 +71,9 @@ func TestFilter(t *testing.T) {
 		{"no tenant miss", eventstore.Filter{Tenant: &none}, e("a.b", "s", "acme"), false},
 		{"all three", eventstore.Filter{Types: []string{"a.b"}, Streams: []string{"s"}, Tenant: &acme}, e("a.b", "s", "acme"), true},
 		{"all three, one miss", eventstore.Filter{Types: []string{"a.b"}, Streams: []string{"x"}, Tenant: &acme}, e("a.b", "s", "acme"), false},
+		{"no internal", eventstore.Filter{NoInternal: true}, e("a.b", "hooklog-keys", ""), false},
+		{"no internal, external", eventstore.Filter{NoInternal: true}, e("a.b", "hooklogs", ""), true},
+		{"no internal beats stream patterns", eventstore.Filter{NoInternal: true, Streams: []string{"hooklog-*"}}, e("a.b", "hooklog-keys", ""), false},
 	} {
 		if got := c.f.Match(c.ev); got != c.want {
 			t.Errorf("%s: Match = %v, want %v", c.name, got, c.want)
@@ -79,7 +82,7 @@ func TestFilter(t *testing.T) {
 			t.Errorf("%s: MatchFields = %v, want %v", c.name, got, c.want)
 		}
 	}
-	if !(eventstore.Filter{}).IsZero() || (eventstore.Filter{Tenant: &none}).IsZero() {
+	if !(eventstore.Filter{}).IsZero() || (eventstore.Filter{Tenant: &none}).IsZero() || (eventstore.Filter{NoInternal: true}).IsZero() {
 		t.Errorf("IsZero is wrong")
 	}
 	if !eventstore.IsInternalStream("hooklog-subscriptions") || eventstore.IsInternalStream("orders") {

@@ -181,3 +181,27 @@ func TestPositionAtLargeLog(t *testing.T) {
 		}
 	}
 }
+
+// TestNoInternal: the embedded store drops internal streams exactly (it
+// filters on the record header, before decoding).
+func TestNoInternal(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir())
+	ctx := context.Background()
+	for _, stream := range []string{"orders-1", "hooklog-subscriptions", "hooklog", "orders-2"} {
+		if _, err := s.Append(ctx, eventstore.AppendParams{Stream: stream, Events: []eventstore.ProposedEvent{event("a.b")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := s.ReadAll(ctx, eventstore.ReadParams{Filter: eventstore.Filter{NoInternal: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range res.Events {
+		got = append(got, e.Stream)
+	}
+	if len(got) != 3 || got[0] != "orders-1" || got[1] != "hooklog" || got[2] != "orders-2" || res.Next.Lo != 4 {
+		t.Errorf("NoInternal: streams %v, Next %s; want [orders-1 hooklog orders-2] and Next 4", got, res.Next)
+	}
+}

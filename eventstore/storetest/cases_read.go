@@ -66,6 +66,19 @@ func testReadAllFilters(t *testing.T, h Harness) {
 		{"type and stream", eventstore.Filter{Types: []string{"order.*"}, Streams: []string{"orders-*"}}, pick(0, 1, 3)},
 		{"type, stream and tenant", eventstore.Filter{Types: []string{"order.*", "payment.*"}, Streams: []string{"orders-*", "payments-*"}, Tenant: ptr("globex")}, pick(1, 5)},
 	}
+	// NoInternal drops hooklog-* streams; a backend may return them anyway
+	// (a superset is still correct), but every other match must be there.
+	noInternal, _ := readAll(ctx, t, s, eventstore.Start, eventstore.Filter{NoInternal: true, Types: []string{"order.*", "subscription.*"}})
+	var external []uuid.UUID
+	for _, e := range noInternal {
+		if !eventstore.IsInternalStream(e.Stream) {
+			external = append(external, e.ID)
+		}
+	}
+	if want := pick(0, 1, 3, 6); !sameIDs(external, want) {
+		t.Errorf("NoInternal: non-internal events %v, want %v", external, want)
+	}
+
 	head := mustHead(ctx, t, s)
 	for _, c := range cases {
 		got, next := readAll(ctx, t, s, eventstore.Start, c.f)

@@ -281,12 +281,12 @@ func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte
 		n += 3 + len(it.ops)
 	}
 	ops := make([]eventstore.StateOp, 0, n+len(cps)+len(deletes)*len(subBuckets))
-	var encoded [][]byte
+	var encoded, encSubs [][]byte
 	empty := []byte{}
 	for _, it := range buf {
 		if a := it.attempt; a != nil {
-			enc := mustJSON(a)
-			encoded = append(encoded, enc)
+			enc := appendAttempt(make([]byte, 0, 320+len(a.Error)), a)
+			encoded, encSubs = append(encoded, enc), append(encSubs, it.sub)
 			main, byEvent, byStatus := attemptKeys(it.sub, a)
 			ops = append(ops,
 				eventstore.StateOp{Bucket: bucketAttempts, Key: main, Value: enc},
@@ -310,7 +310,7 @@ func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte
 		c.Appends = []eventstore.AppendParams{{
 			Stream:   DeliveriesStream,
 			Expected: eventstore.Any,
-			Events:   []eventstore.ProposedEvent{{Type: TypeAttempts, Data: appendAttemptsData(encoded)}},
+			Events:   []eventstore.ProposedEvent{{Type: TypeAttempts, Data: attemptsData(encSubs, encoded)}},
 		}}
 	}
 	return c

@@ -18,7 +18,10 @@ var ErrInvalidProjectorConfig = errors.New("projector: invalid config")
 type Config struct {
 	// Delivery configures the HTTP side (timeout, private networks, URL
 	// policy). When Delivery.Policy is the zero value, the subscription
-	// service's URLPolicy is used.
+	// service's URLPolicy is used; when Delivery.MaxIdleConnsPerHost is 0,
+	// the projector keeps up to DefaultIdleConnsPerHost idle connections per
+	// host (several subscriptions often share one host, each with up to
+	// max_in_flight requests at once).
 	Delivery DelivererConfig
 	// OutcomeFlush is how long the outcome batcher waits after the first
 	// attempt of a batch before committing it. Default 10ms.
@@ -63,6 +66,7 @@ const (
 	MaxCircuitCooldown      = 5 * time.Minute
 	DefaultTailBatch        = 256
 	DefaultRouteInbox       = 1024
+	DefaultIdleConnsPerHost = subscriptions.MaxMaxInFlight
 )
 
 func (c Config) withDefaults() (Config, error) {

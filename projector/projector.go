@@ -63,6 +63,9 @@ func New(cfg Config, deps Deps) (*Projector, error) {
 	if cfg.Delivery.Policy == (subscriptions.URLPolicy{}) {
 		cfg.Delivery.Policy = deps.Subs.URLPolicy()
 	}
+	if cfg.Delivery.MaxIdleConnsPerHost == 0 {
+		cfg.Delivery.MaxIdleConnsPerHost = DefaultIdleConnsPerHost
+	}
 	d, err := NewDeliverer(cfg.Delivery)
 	if err != nil {
 		return nil, err

@@ -1,9 +1,9 @@
 package projector
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,9 +18,16 @@ const DeliveriesStream = eventstore.InternalStreamPrefix + "deliveries"
 // TypeAttempts is the type of the events of DeliveriesStream.
 const TypeAttempts = "delivery.attempts"
 
-// AttemptsData is the data of a delivery.attempts event.
+// AttemptsData is the data of a delivery.attempts event: the attempts of one
+// batcher flush, grouped by subscription, in the order they were made.
 type AttemptsData struct {
-	Attempts []Attempt `json:"attempts"`
+	Routes []RouteAttempts `json:"routes"`
+}
+
+// RouteAttempts are one subscription's attempts in a delivery.attempts event.
+type RouteAttempts struct {
+	SubscriptionID string    `json:"subscription_id"`
+	Attempts       []Attempt `json:"attempts"`
 }
 
 // Attempt statuses.
@@ -30,21 +37,20 @@ const (
 	StatusDead      = "dead"   // the last attempt: the pair was dead-lettered
 )
 
-// Attempt is one delivery attempt as recorded in the log and served by
-// Deliveries (GET /v1/subscriptions/{id}/deliveries).
+// Attempt is one delivery attempt as served by Deliveries (GET
+// /v1/subscriptions/{id}/deliveries). The log and the attempts index store
+// the same fields, leaving out the empty error, replay_id and next_attempt_at.
 type Attempt struct {
-	ID             string              `json:"id"`
-	SubscriptionID string              `json:"subscription_id"`
-	EventID        string              `json:"event_id"`
-	Position       eventstore.Position `json:"position"`
-	Attempt        int                 `json:"attempt"` // 1-based, per (event, subscription)
-	Status         string              `json:"status"`  // succeeded, failed or dead
-	StatusCode     int                 `json:"status_code"`
-	Error          string              `json:"error"`
-	DurationMS     float64             `json:"duration_ms"`
-	At             time.Time           `json:"at"`
-	NextAttemptAt  *time.Time          `json:"next_attempt_at,omitempty"` // failed attempts that will be retried
-	ReplayID       string              `json:"replay_id"`                 // "" for live deliveries
+	ID            string     `json:"id"`
+	EventID       string     `json:"event_id"`
+	Attempt       int        `json:"attempt"` // 1-based, per (event, subscription)
+	Status        string     `json:"status"`  // succeeded, failed or dead
+	StatusCode    int        `json:"status_code"`
+	Error         string     `json:"error"`
+	DurationMS    float64    `json:"duration_ms"`
+	At            time.Time  `json:"at"`
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"` // failed attempts that will be retried
+	ReplayID      string     `json:"replay_id"`                 // "" for live deliveries
 }
 
 // State buckets. Every key starts with the 16 bytes of the subscription id,
@@ -163,6 +169,54 @@ func mainKeyFromIndex(sub, idx []byte) []byte {
 	return append(append(make([]byte, 0, 40), sub...), idx[len(idx)-24:]...)
 }
 
+// appendAttempt encodes a as the JSON object stored in the log and the
+// attempts index (Attempt's form without its empty optional fields), without
+// reflection: it runs once per attempt.
+func appendAttempt(b []byte, a *Attempt) []byte {
+	b = append(b, `{"id":`...)
+	b = appendString(b, a.ID)
+	b = append(b, `,"event_id":`...)
+	b = appendString(b, a.EventID)
+	b = append(b, `,"attempt":`...)
+	b = strconv.AppendInt(b, int64(a.Attempt), 10)
+	b = append(b, `,"status":`...)
+	b = appendString(b, a.Status)
+	b = append(b, `,"status_code":`...)
+	b = strconv.AppendInt(b, int64(a.StatusCode), 10)
+	if a.Error != "" {
+		b = append(b, `,"error":`...)
+		b = appendString(b, a.Error)
+	}
+	b = append(b, `,"duration_ms":`...)
+	b = strconv.AppendFloat(b, a.DurationMS, 'f', -1, 64)
+	b = append(b, `,"at":"`...)
+	b = a.At.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	if a.NextAttemptAt != nil {
+		b = append(b, `,"next_attempt_at":"`...)
+		b = a.NextAttemptAt.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	if a.ReplayID != "" {
+		b = append(b, `,"replay_id":`...)
+		b = appendString(b, a.ReplayID)
+	}
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string; plain ASCII (ids, statuses, most
+// errors) is copied as is, anything else goes through encoding/json.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return append(b, mustJSON(s)...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -171,21 +225,37 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// appendAttemptsData builds {"attempts":[a0,a1,...]} from already encoded attempts.
-func appendAttemptsData(encoded [][]byte) json.RawMessage {
-	n := len(`{"attempts":[]}`) + len(encoded)
-	for _, e := range encoded {
-		n += len(e)
-	}
-	var b bytes.Buffer
-	b.Grow(n)
-	b.WriteString(`{"attempts":[`)
+// attemptsData builds the AttemptsData JSON of a flush from already encoded
+// attempts: subs[i] is the subscription key of encoded[i].
+func attemptsData(subs [][]byte, encoded [][]byte) json.RawMessage {
+	n := len(`{"routes":[]}`)
+	order := make([]string, 0, 16)
+	groups := make(map[string][]int, 16)
 	for i, e := range encoded {
-		if i > 0 {
-			b.WriteByte(',')
+		n += len(e) + 1
+		k := string(subs[i])
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+			n += len(`{"subscription_id":"","attempts":[]},`) + 36
 		}
-		b.Write(e)
+		groups[k] = append(groups[k], i)
 	}
-	b.WriteString(`]}`)
-	return b.Bytes()
+	b := make([]byte, 0, n)
+	b = append(b, `{"routes":[`...)
+	for gi, k := range order {
+		if gi > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"subscription_id":"`...)
+		b = append(b, uuid.UUID([]byte(k)).String()...)
+		b = append(b, `","attempts":[`...)
+		for i, ei := range groups[k] {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, encoded[ei]...)
+		}
+		b = append(b, `]}`...)
+	}
+	return append(b, `]}`...)
 }

@@ -124,6 +124,7 @@ type route struct {
 	reload     atomic.Bool
 	wake       chan struct{}
 	results    chan result
+	tasks      chan task
 	noteMu     sync.Mutex
 	notes      []note
 	noteSig    chan struct{}
@@ -165,11 +166,13 @@ type route struct {
 func (p *Projector) newRoute(sub subscriptions.Subscription, prev *route) *route {
 	key, _ := subKey(sub.ID)
 	f := sub.Filter()
+	f.NoInternal = true
 	r := &route{
 		p: p, id: sub.ID, key: key, prev: prev, filter: f, ordered: sub.Ordered, last: sub, sub: sub,
 		done:     make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		results:  make(chan result, 64),
+		tasks:    make(chan task),
 		noteSig:  make(chan struct{}, 1),
 		busyKeys: map[string]bool{},
 		adopt:    map[eventstore.Position]*retryItem{},
@@ -182,10 +185,9 @@ func (p *Projector) newRoute(sub subscriptions.Subscription, prev *route) *route
 	return r
 }
 
-// match is Subscription.Matches with the filter built once.
-func (r *route) match(e *eventstore.Event) bool {
-	return !eventstore.IsInternalStream(e.Stream) && r.filter.Match(e)
-}
+// match is Subscription.Matches with the filter built once (it has
+// NoInternal set, so internal events never match).
+func (r *route) match(e *eventstore.Event) bool { return r.filter.Match(e) }
 
 // update hands the route a changed subscription (URL, headers, secrets,
 // retry, window, rate limit); it applies to attempts started afterwards.
@@ -268,8 +270,10 @@ func (r *route) run() {
 	if !r.load() {
 		return
 	}
-	timer := time.NewTimer(time.Hour)
+	timer := time.NewTimer(time.Hour) // Go 1.23 timers: Reset and Stop need no draining
+	timer.Stop()
 	defer timer.Stop()
+	var timerAt time.Time
 	stopping := false
 	var giveUp time.Time
 	for {
@@ -315,10 +319,13 @@ func (r *route) run() {
 		if r.cpDirty {
 			wakeAt = earliest(wakeAt, r.cpPushed.Add(checkpointEvery))
 		}
-		var timerC <-chan time.Time
-		if !wakeAt.IsZero() {
-			timer.Reset(max(wakeAt.Sub(now), time.Millisecond))
-			timerC = timer.C
+		if !wakeAt.Equal(timerAt) {
+			if wakeAt.IsZero() {
+				timer.Stop()
+			} else {
+				timer.Reset(max(wakeAt.Sub(now), time.Millisecond))
+			}
+			timerAt = wakeAt
 		}
 		var ctxDone <-chan struct{}
 		if !stopping {
@@ -329,18 +336,27 @@ func (r *route) run() {
 			r.onTail(m, ok)
 		case res := <-r.results:
 			r.onResult(res)
+			r.drainResults()
 		case <-r.noteSig:
 			r.onNotes()
 		case <-r.wake:
 			r.onWake()
-		case <-timerC:
+		case <-timer.C:
+			timerAt = time.Time{}
 		case <-ctxDone:
 		}
-		if timerC != nil && !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
+	}
+}
+
+// drainResults handles the results that are ready, up to a window's worth,
+// before the route looks at its window again.
+func (r *route) drainResults() {
+	for range r.window() {
+		select {
+		case res := <-r.results:
+			r.onResult(res)
+		default:
+			return
 		}
 	}
 }
@@ -688,30 +704,65 @@ func (r *route) start(j *job, now time.Time) {
 		j.firstAt = now
 	}
 	r.inFlight++
-	sub := r.sub
-	attempt := j.attempts + 1
-	r.deliveries.Add(1)
-	go func() {
-		defer r.deliveries.Done()
-		res := result{j: j}
-		ev := j.ev
-		if ev == nil {
-			e, err := r.p.store.Event(r.dctx, j.eventID)
-			switch {
-			case r.dctx.Err() != nil:
-				res.cancelled = true
-			case err != nil:
-				res.out = Outcome{Kind: Failed, Err: short("reading the event: " + err.Error()), At: r.now()}
-			default:
-				ev, res.ev = &e, &e
-			}
+	t := task{j: j, sub: r.sub, attempt: j.attempts + 1}
+	select {
+	case r.tasks <- t: // an idle worker takes it
+	default:
+		r.deliveries.Add(1)
+		go r.worker(t)
+	}
+}
+
+// task is one attempt handed to a worker.
+type task struct {
+	j       *job
+	sub     subscriptions.Subscription
+	attempt int
+}
+
+// workerIdle is how long a delivery worker waits for the next attempt before
+// it exits. Workers outlive one attempt so a busy route does not start (and
+// grow the stack of) a goroutine per delivery.
+const workerIdle = time.Second
+
+func (r *route) worker(t task) {
+	defer r.deliveries.Done()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		r.results <- r.attempt(t)
+		idle.Reset(workerIdle)
+		select {
+		case t = <-r.tasks:
+		case <-idle.C:
+			return
+		case <-r.dctx.Done():
+			return
 		}
-		if ev != nil {
-			res.out = r.p.deliverer.Deliver(r.dctx, Request{Sub: sub, Event: *ev, Attempt: attempt})
-			res.cancelled = res.out.Kind != Succeeded && r.dctx.Err() != nil
+	}
+}
+
+// attempt makes one delivery attempt (reading the event first for a
+// retry-queue job).
+func (r *route) attempt(t task) result {
+	j := t.j
+	res := result{j: j}
+	ev := j.ev
+	if ev == nil {
+		e, err := r.p.store.Event(r.dctx, j.eventID)
+		switch {
+		case r.dctx.Err() != nil:
+			res.cancelled = true
+			return res
+		case err != nil:
+			res.out = Outcome{Kind: Failed, Err: short("reading the event: " + err.Error()), At: r.now()}
+			return res
 		}
-		r.results <- res
-	}()
+		ev, res.ev = &e, &e
+	}
+	res.out = r.p.deliverer.Deliver(r.dctx, Request{Sub: t.sub, Event: *ev, Attempt: t.attempt})
+	res.cancelled = res.out.Kind != Succeeded && r.dctx.Err() != nil
+	return res
 }
 
 // onResult decides what follows an attempt: settle, retry (in place on
@@ -733,8 +784,7 @@ func (r *route) onResult(res result) {
 	}
 	j.attempts++
 	a := &Attempt{
-		ID: uuid.Must(uuid.NewV7()).String(), SubscriptionID: r.id, EventID: j.eventID.String(), Position: j.pos,
-		Attempt: j.attempts, StatusCode: out.StatusCode, Error: out.Err,
+		ID: uuid.Must(uuid.NewV7()).String(), EventID: j.eventID.String(), Attempt: j.attempts, StatusCode: out.StatusCode, Error: out.Err,
 		DurationMS: float64(out.Duration.Microseconds()) / 1000, At: out.At,
 	}
 	old := j.retryKey

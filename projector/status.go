@@ -114,6 +114,7 @@ func (p *Projector) checkpoint(ctx context.Context, key []byte, sub subscription
 // countLag counts matching events after cursor, up to LagLimit.
 func (p *Projector) countLag(ctx context.Context, sub subscriptions.Subscription, cursor eventstore.Position) (int, error) {
 	f := sub.Filter()
+	f.NoInternal = true
 	n, scanned := 0, 0
 	after := cursor
 	for n < LagLimit && scanned < lagMaxScan {

@@ -69,7 +69,7 @@ func (t *tail) run(ctx context.Context) {
 	after := t.position()
 	for {
 		var batch []eventstore.Event
-		err := eventstore.Follow(ctx, t.store, eventstore.FollowParams{After: after, Batch: t.cfg.TailBatch},
+		err := eventstore.Follow(ctx, t.store, eventstore.FollowParams{After: after, Filter: eventstore.Filter{NoInternal: true}, Batch: t.cfg.TailBatch},
 			func(_ context.Context, evs []eventstore.Event) error {
 				batch = evs
 				return nil

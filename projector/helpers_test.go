@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
 	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
@@ -275,4 +277,28 @@ func (e *env) matching(stream string) []eventstore.Event {
 		e.t.Fatal(err)
 	}
 	return evs
+}
+
+// stateKeys counts the projector's state entries of one subscription.
+func (e *env) stateKeys(subID string) int {
+	e.t.Helper()
+	n := 0
+	for _, b := range projector.StateBuckets() {
+		err := e.state.ScanState(context.Background(), eventstore.ScanParams{Bucket: b, Prefix: uuidBytes(e.t, subID)}, func(_, _ []byte) error {
+			n++
+			return nil
+		})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return n
+}
+
+func uuidBytes(t testing.TB, id string) []byte {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u[:]
 }

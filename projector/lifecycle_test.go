@@ -78,6 +78,7 @@ func TestSubscriptionChanges(t *testing.T) {
 		if _, err := e.p.Deliveries(ctx, sub.ID, projector.DeliveriesQuery{}); !errors.Is(err, subscriptions.ErrNotFound) {
 			t.Errorf("deliveries of a deleted subscription: %v", err)
 		}
+		waitFor(t, time.Second, "the deleted subscription's state removed", func() bool { return e.stateKeys(sub.ID) == 0 })
 	})
 }
 

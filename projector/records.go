@@ -3,6 +3,7 @@ package projector
 import (
 	"encoding/binary"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 
@@ -73,6 +74,11 @@ const (
 )
 
 var subBuckets = []string{bucketRoutes, bucketRetries, bucketDead, bucketAttempts, bucketAttemptsByEvent, bucketAttemptsByStatus}
+
+// StateBuckets lists the eventstore.StateStore buckets the projector keeps
+// its derived state in. Every key in them starts with the 16 bytes of a
+// subscription id.
+func StateBuckets() []string { return slices.Clone(subBuckets) }
 
 // checkpoint is a route's persisted progress.
 type checkpoint struct {

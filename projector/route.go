@@ -118,6 +118,7 @@ type route struct {
 	dctx    context.Context // deliveries in flight
 	dcancel context.CancelFunc
 	done    chan struct{}
+	exit    chan struct{} // closed when the loop has ended
 
 	buffered   atomic.Int64 // events in the inbox (tail side)
 	newSub     atomic.Pointer[subscriptions.Subscription]
@@ -170,6 +171,7 @@ func (p *Projector) newRoute(sub subscriptions.Subscription, prev *route) *route
 	r := &route{
 		p: p, id: sub.ID, key: key, prev: prev, filter: f, ordered: sub.Ordered, last: sub, sub: sub,
 		done:     make(chan struct{}),
+		exit:     make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		results:  make(chan result, 64),
 		tasks:    make(chan task),
@@ -253,6 +255,7 @@ func (r *route) lowWater() int {
 func (r *route) run() {
 	defer close(r.done)
 	defer r.deliveries.Wait()
+	defer close(r.exit) // idle workers leave
 	defer r.p.tail.detach(r)
 	if r.prev != nil {
 		select {
@@ -736,7 +739,7 @@ func (r *route) worker(t task) {
 		case t = <-r.tasks:
 		case <-idle.C:
 			return
-		case <-r.dctx.Done():
+		case <-r.exit:
 			return
 		}
 	}

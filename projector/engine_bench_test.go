@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
@@ -201,4 +204,101 @@ func rawPosts(b testing.TB, url string, bodies [][]byte, copies, workers int) fl
 	}
 	wg.Wait()
 	return float64(total) / time.Since(start).Seconds()
+}
+
+// BenchmarkLatency: append-to-receipt latency at 500 events/s to 10
+// subscriptions (issue 4's target: p99 under 20ms).
+//
+//	go test -run '^$' -bench BenchmarkLatency -benchtime 1x ./projector/
+func BenchmarkLatency(b *testing.B) {
+	b.Run("embedded", func(b *testing.B) {
+		benchLatency(b, func(t testing.TB) (eventstore.Store, eventstore.StateStore) {
+			s, err := embedded.Open(embedded.Config{Path: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return s, stateOf(s)
+		})
+	})
+	b.Run("postgres", func(b *testing.B) { benchLatency(b, openPostgres) })
+}
+
+func benchLatency(b *testing.B, open opener) {
+	const (
+		rate     = 500
+		duration = 4 * time.Second
+	)
+	var mu sync.Mutex
+	appended := map[string]time.Time{}
+	var lat []time.Duration
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		now := time.Now()
+		mu.Lock()
+		if at, ok := appended[r.Header.Get("webhook-id")]; ok {
+			lat = append(lat, now.Sub(at))
+		}
+		mu.Unlock()
+	}))
+	b.Cleanup(srv.Close)
+	store, state := open(b)
+	ctx := context.Background()
+	subs, err := subscriptions.New(store, subscriptions.Config{AllowPrivateNetworks: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := subs.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer subs.Stop()
+	for range benchSubs {
+		if _, err := subs.Create(ctx, subscriptions.CreateParams{URL: srv.URL + "/hook"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p, err := projector.New(projector.Config{Delivery: projector.DelivererConfig{AllowPrivateNetworks: true}}, projector.Deps{Store: store, State: state, Subs: subs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = p.Stop(ctx) }()
+	b.ResetTimer()
+	for range b.N {
+		tick := time.NewTicker(time.Second / rate)
+		n := int(duration.Seconds() * rate)
+		for range n {
+			<-tick.C
+			id := uuid.New()
+			mu.Lock()
+			appended[id.String()] = time.Now()
+			mu.Unlock()
+			if _, err := store.Append(ctx, eventstore.AppendParams{Stream: "lat-1", Events: []eventstore.ProposedEvent{{ID: id, Type: "order.created", Data: []byte(`{"n":1}`)}}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		tick.Stop()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			done := len(lat) >= len(appended)*benchSubs
+			mu.Unlock()
+			if done || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	b.StopTimer()
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(lat)
+	if len(lat) == 0 {
+		b.Fatal("no deliveries")
+	}
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(len(lat)), "deliveries")
 }

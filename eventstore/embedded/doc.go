@@ -8,6 +8,7 @@
 //	versions stream + 0x00 + version (8 bytes)           → seq
 //	streams  stream                                      → last version (8 bytes)
 //	meta     "format"                                    → record format number
+//	state    one nested bucket per StateStore bucket name: key → value
 //
 // A Position is {Hi: 0, Lo: seq}; the head is the last sequence number.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -34,16 +35,9 @@ func newRequest(t *testing.T, ctx context.Context, p eventstore.AppendParams) *r
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	r := &request{ctx: ctx, p: p, records: make([][]byte, len(p.Events)), answer: make(chan struct{})}
-	size := len(p.Events) * (8 + len(p.Stream) + 9)
-	for i := range p.Events {
-		size += recordSize(p.Stream, &p.Events[i])
-	}
-	buf := make([]byte, size)
-	for i := range p.Events {
-		r.records[i], buf = encodeRecord(buf, p.Stream, &p.Events[i])
-	}
-	r.keys = buf
+	r := &request{ctx: ctx, answer: make(chan struct{})}
+	r.one[0] = encodeAppend(p)
+	r.appends, r.res = r.one[:], r.oneRes[:0]
 	return r
 }
 
@@ -75,13 +69,13 @@ func TestGroupCommitRequestsAreIndependent(t *testing.T) {
 	if s.commits.Load() != 1 {
 		t.Errorf("%d commits, want 1", s.commits.Load())
 	}
-	if err := reqs[0].err; err != nil || reqs[0].res.Events[1].Position.Lo != 2 {
+	if err := reqs[0].err; err != nil || reqs[0].res[0].Events[1].Position.Lo != 2 {
 		t.Fatalf("first: %+v %v", reqs[0].res, err)
 	}
 	if !errors.Is(reqs[1].err, eventstore.ErrWrongVersion) {
 		t.Errorf("no_stream after the first: %v, want ErrWrongVersion", reqs[1].err)
 	}
-	if r := reqs[2]; r.err != nil || !r.res.Duplicate || r.res.Events[0].Position.Lo != 2 || r.res.Events[1].Position.Lo != 1 {
+	if r := reqs[2]; r.err != nil || !r.res[0].Duplicate || r.res[0].Events[0].Position.Lo != 2 || r.res[0].Events[1].Position.Lo != 1 {
 		t.Errorf("retry in the same batch: %+v %v, want Duplicate at 2, 1", r.res, r.err)
 	}
 	if !errors.Is(reqs[3].err, eventstore.ErrIDConflict) {
@@ -90,7 +84,7 @@ func TestGroupCommitRequestsAreIndependent(t *testing.T) {
 	if !errors.Is(reqs[4].err, context.Canceled) {
 		t.Errorf("canceled: %v, want context.Canceled", reqs[4].err)
 	}
-	if r := reqs[5]; r.err != nil || r.res.Events[0].Position.Lo != 3 || r.res.Events[0].Version != 2 {
+	if r := reqs[5]; r.err != nil || r.res[0].Events[0].Position.Lo != 3 || r.res[0].Events[0].Version != 2 {
 		t.Errorf("exact 1 after the first: %+v %v, want position 3 version 2", r.res, r.err)
 	}
 	head, _ := s.Head(ctx)
@@ -221,4 +215,141 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// newStateRequest builds what CommitState hands to the committer.
+func newStateRequest(t *testing.T, ctx context.Context, c eventstore.StateCommit) *request {
+	t.Helper()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := &request{ctx: ctx, ops: c.Ops, state: true, answer: make(chan struct{})}
+	for _, p := range c.Appends {
+		r.appends = append(r.appends, encodeAppend(p))
+	}
+	return r
+}
+
+// TestGroupCommitUndoesAPartlyWrittenCommit: a CommitState whose second
+// append fails after its first was written, in one group commit with other
+// requests, leaves no trace (neither its first append nor its ops), and the
+// requests after it get the positions they would have had without it. The
+// batch still commits once.
+func TestGroupCommitUndoesAPartlyWrittenCommit(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	before, partial, after := proposed("undo.before"), proposed("undo.partial"), proposed("undo.after")
+	op := func(k, v string) eventstore.StateOp {
+		return eventstore.StateOp{Bucket: "undo", Key: []byte(k), Value: []byte(v)}
+	}
+	reqs := []*request{
+		newStateRequest(t, ctx, eventstore.StateCommit{
+			Appends: []eventstore.AppendParams{{Stream: "x", Expected: eventstore.NoStream, Events: []eventstore.ProposedEvent{before}}},
+			Ops:     []eventstore.StateOp{op("a", "1")},
+		}),
+		newStateRequest(t, ctx, eventstore.StateCommit{
+			Appends: []eventstore.AppendParams{
+				{Stream: "y", Events: []eventstore.ProposedEvent{partial}},                                             // written...
+				{Stream: "x", Expected: eventstore.NoStream, Events: []eventstore.ProposedEvent{proposed("undo.bad")}}, // ...then this fails
+			},
+			Ops: []eventstore.StateOp{op("a", "undone"), op("b", "undone")},
+		}),
+		newRequest(t, ctx, eventstore.AppendParams{Stream: "y", Expected: eventstore.NoStream, Events: []eventstore.ProposedEvent{after}}),
+		newStateRequest(t, ctx, eventstore.StateCommit{Ops: []eventstore.StateOp{op("c", "3")}}),
+	}
+	s.commit(reqs)
+	for i, r := range reqs {
+		select {
+		case <-r.answer:
+		default:
+			t.Fatalf("request %d not answered", i)
+		}
+	}
+	if n := s.commits.Load(); n != 1 {
+		t.Errorf("%d commits, want 1", n)
+	}
+	if r := reqs[0]; r.err != nil || r.res[0].Events[0].Position.Lo != 1 {
+		t.Errorf("first commit: %+v %v, want position 1", r.res, r.err)
+	}
+	var wv *eventstore.WrongVersionError
+	if r := reqs[1]; !errors.As(r.err, &wv) || wv.Stream != "x" || r.res != nil {
+		t.Errorf("partly written commit: %+v %v, want a WrongVersionError for x and no results", r.res, r.err)
+	}
+	// y did not exist without the undone commit: no_stream holds, position 2.
+	if r := reqs[2]; r.err != nil || r.res[0].Events[0].Position.Lo != 2 || r.res[0].Events[0].Version != 0 {
+		t.Errorf("append after: %+v %v, want position 2 version 0", r.res, r.err)
+	}
+	if r := reqs[3]; r.err != nil || len(r.res) != 0 {
+		t.Errorf("ops-only commit: %+v %v", r.res, r.err)
+	}
+	if _, err := s.Event(ctx, partial.ID); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Errorf("the undone commit's first event: %v, want ErrNotFound", err)
+	}
+	for k, want := range map[string]string{"a": "1", "c": "3"} {
+		if v, err := s.GetState(ctx, "undo", []byte(k)); err != nil || string(v) != want {
+			t.Errorf("GetState(%s) = %q, %v; want %q", k, v, err, want)
+		}
+	}
+	if _, err := s.GetState(ctx, "undo", []byte("b")); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Errorf("GetState(b) = %v, want ErrNotFound: the undone commit's op", err)
+	}
+	if head, _ := s.Head(ctx); head.Lo != 2 {
+		t.Errorf("head %s, want 2", head)
+	}
+	// The committer carries on from the state the commit left.
+	res, err := s.CommitState(ctx, eventstore.StateCommit{Appends: []eventstore.AppendParams{{Stream: "y", Expected: eventstore.Exact(0), Events: []eventstore.ProposedEvent{proposed("undo.next")}}}})
+	if err != nil || res[0].Events[0].Position.Lo != 3 {
+		t.Errorf("commit after: %+v %v, want position 3", res, err)
+	}
+}
+
+// TestStateCommitsShareFsync: concurrent CommitStates and Appends share
+// write transactions.
+func TestStateCommitsShareFsync(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	const writers, each = 16, 10
+	errs := make(chan error, 2*writers)
+	for w := range writers {
+		go func() {
+			for i := range each {
+				_, err := s.CommitState(ctx, eventstore.StateCommit{
+					Appends: []eventstore.AppendParams{{Stream: "hooklog-share", Events: []eventstore.ProposedEvent{proposed("share.state")}}},
+					Ops:     []eventstore.StateOp{{Bucket: "share", Key: fmt.Appendf(nil, "%02d/%02d", w, i), Value: []byte("v")}},
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+		go func() {
+			for range each {
+				if _, err := s.Append(ctx, eventstore.AppendParams{Stream: "share", Events: []eventstore.ProposedEvent{proposed("share.append")}}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 2 * writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := s.commits.Load()
+	t.Logf("%d commits and appends in %d transactions", 2*writers*each, n)
+	if head, _ := s.Head(ctx); head.Lo != 2*writers*each {
+		t.Errorf("head %d, want %d", head.Lo, 2*writers*each)
+	}
+	if n > writers*each {
+		t.Errorf("%d transactions for %d concurrent requests: they are not sharing commits", n, 2*writers*each)
+	}
+	keys := 0
+	if err := s.ScanState(ctx, eventstore.ScanParams{Bucket: "share"}, func(k, v []byte) error { keys++; return nil }); err != nil || keys != writers*each {
+		t.Errorf("ScanState: %d keys, %v; want %d", keys, err, writers*each)
+	}
 }

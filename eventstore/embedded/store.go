@@ -55,12 +55,13 @@ var (
 	bucketVersions = []byte("versions")
 	bucketStreams  = []byte("streams")
 	bucketMeta     = []byte("meta")
+	bucketState    = []byte("state")
 	keyFormat      = []byte("format")
 )
 
-// maxBatchEvents caps how many events one group commit takes, so one
-// transaction stays a bounded size.
-const maxBatchEvents = 20000
+// maxBatchWrites caps how many events and state ops one group commit takes,
+// so one transaction stays a bounded size (a single request may exceed it).
+const maxBatchWrites = 20000
 
 // Store is the embedded eventstore.Store. Create it with Open.
 type Store struct {
@@ -84,14 +85,66 @@ type Store struct {
 
 var _ eventstore.Store = (*Store)(nil)
 
+// request is one unit of work for the committer: an Append (one append,
+// no ops) or a CommitState (any appends, then ops). It is checked and applied
+// as a whole: if any part fails, none of it is written.
 type request struct {
 	ctx     context.Context
-	p       eventstore.AppendParams
-	records [][]byte // encoded in the caller's goroutine
-	keys    []byte   // room for each event's seq key and version key
-	res     eventstore.AppendResult
+	appends []pendingAppend
+	ops     []eventstore.StateOp
+	state   bool // from CommitState: an append's error names its index
+	res     []eventstore.AppendResult
 	err     error
 	answer  chan struct{}
+
+	// Append's single append and result, without more allocations.
+	one    [1]pendingAppend
+	oneRes [1]eventstore.AppendResult
+}
+
+// pendingAppend is one validated append, encoded in the caller's goroutine.
+type pendingAppend struct {
+	p       eventstore.AppendParams
+	records [][]byte
+	keys    []byte // room for each event's seq key and version key
+}
+
+// encodeAppend encodes p's records into one buffer with room for every key
+// too: bbolt keeps references to values until the transaction commits.
+func encodeAppend(p eventstore.AppendParams) pendingAppend {
+	a := pendingAppend{p: p, records: make([][]byte, len(p.Events))}
+	size := len(p.Events) * (8 + len(p.Stream) + 9)
+	for i := range p.Events {
+		size += recordSize(p.Stream, &p.Events[i])
+	}
+	buf := make([]byte, size)
+	for i := range p.Events {
+		a.records[i], buf = encodeRecord(buf, p.Stream, &p.Events[i])
+	}
+	a.keys = buf
+	return a
+}
+
+// weight is what a request counts against maxBatchWrites.
+func (r *request) weight() int {
+	n := len(r.ops)
+	for i := range r.appends {
+		n += len(r.appends[i].p.Events)
+	}
+	return n
+}
+
+// submit hands r to the committer and waits for its answer.
+func (s *Store) submit(r *request) error {
+	select {
+	case s.reqs <- r:
+	case <-s.done:
+		return eventstore.ErrClosed
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	}
+	<-r.answer // taken: the outcome is decided by the committer, wait for it
+	return r.err
 }
 
 // Open opens or creates the store in cfg.Path.
@@ -138,7 +191,7 @@ func Open(cfg Config) (*Store, error) {
 // init creates the buckets and reads the head.
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEvents, bucketIDs, bucketVersions, bucketStreams, bucketMeta} {
+		for _, name := range [][]byte{bucketEvents, bucketIDs, bucketVersions, bucketStreams, bucketMeta, bucketState} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("embedded: create bucket %s: %w", name, err)
 			}
@@ -196,27 +249,13 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 	if err := ctx.Err(); err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	r := &request{ctx: ctx, p: p, records: make([][]byte, len(p.Events)), answer: make(chan struct{})}
-	// One buffer for every record and key of the request: bbolt keeps
-	// references to them until the transaction commits.
-	size := len(p.Events) * (8 + len(p.Stream) + 9)
-	for i := range p.Events {
-		size += recordSize(p.Stream, &p.Events[i])
+	r := &request{ctx: ctx, answer: make(chan struct{})}
+	r.one[0] = encodeAppend(p)
+	r.appends, r.res = r.one[:], r.oneRes[:0]
+	if err := s.submit(r); err != nil {
+		return eventstore.AppendResult{}, err
 	}
-	buf := make([]byte, size)
-	for i := range p.Events {
-		r.records[i], buf = encodeRecord(buf, p.Stream, &p.Events[i])
-	}
-	r.keys = buf
-	select {
-	case s.reqs <- r:
-	case <-s.done:
-		return eventstore.AppendResult{}, eventstore.ErrClosed
-	case <-ctx.Done():
-		return eventstore.AppendResult{}, ctx.Err()
-	}
-	<-r.answer // taken: the outcome is decided by the committer, wait for it
-	return r.res, r.err
+	return r.res[0], nil
 }
 
 func (s *Store) commitLoop() {
@@ -229,13 +268,13 @@ func (s *Store) commitLoop() {
 		case r := <-s.reqs:
 			batch = append(batch[:0], r)
 		}
-		n := len(batch[0].p.Events)
+		n := batch[0].weight()
 	drain:
-		for n < maxBatchEvents {
+		for n < maxBatchWrites {
 			select {
 			case r := <-s.reqs:
 				batch = append(batch, r)
-				n += len(r.p.Events)
+				n += r.weight()
 			default:
 				break drain
 			}
@@ -256,20 +295,52 @@ func (s *Store) commit(batch []*request) {
 		}
 		live = append(live, r)
 	}
-	if len(live) == 0 {
-		return
+	for len(live) > 0 {
+		undo, err := s.update(live)
+		switch {
+		case err == nil:
+			for _, r := range live {
+				close(r.answer)
+			}
+			return
+		case undo >= 0:
+			// live[undo] failed after writing part of itself. It has its
+			// error; run the batch again without it (bbolt has no savepoints).
+			close(live[undo].answer)
+			live = slices.Delete(live, undo, undo+1)
+		case len(live) > 1:
+			// Retry each request in a transaction of its own, so one bad
+			// request cannot fail its neighbours.
+			for _, r := range live {
+				s.commit([]*request{r})
+			}
+			return
+		default:
+			r := live[0]
+			r.res, r.err = nil, fmt.Errorf("embedded: commit: %w", err)
+			close(r.answer)
+			return
+		}
 	}
+}
+
+// update runs live in one write transaction and, when it committed, advances
+// the head. When a request failed after writing (errUndo), it returns that
+// request's index and the transaction is rolled back; otherwise undo is -1.
+func (s *Store) update(live []*request) (undo int, err error) {
+	undo = -1
 	now := time.Now().UnixNano()
 	if now < s.lastRecorded {
 		now = s.lastRecorded
 	}
 	var lastSeq uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		st := txState{
 			events:   tx.Bucket(bucketEvents),
 			ids:      tx.Bucket(bucketIDs),
 			versions: tx.Bucket(bucketVersions),
 			streams:  tx.Bucket(bucketStreams),
+			state:    tx.Bucket(bucketState),
 			lastSeq:  s.lastSeq,
 			now:      now,
 		}
@@ -279,29 +350,19 @@ func (s *Store) commit(batch []*request) {
 		st.events.FillPercent = 1.0
 		st.ids.FillPercent = 0.9
 		st.versions.FillPercent = 0.9
-		for _, r := range live {
-			r.res, r.err = st.apply(r)
-			if r.err != nil && errors.Is(r.err, errWrite) {
-				return r.err // a failed Put: this transaction cannot be trusted
+		for i, r := range live {
+			if err := st.apply(r); err != nil {
+				if errors.Is(err, errUndo) {
+					undo = i
+				}
+				return err // this transaction cannot commit as it is
 			}
 		}
 		lastSeq = st.lastSeq
 		return nil
 	})
 	if err != nil {
-		if len(live) > 1 {
-			// Retry each request in a transaction of its own, so one bad
-			// request cannot fail its neighbours.
-			for _, r := range live {
-				r.res, r.err = eventstore.AppendResult{}, nil
-				s.commit([]*request{r})
-			}
-			return
-		}
-		r := live[0]
-		r.res, r.err = eventstore.AppendResult{}, fmt.Errorf("embedded: commit: %w", err)
-		close(r.answer)
-		return
+		return undo, err
 	}
 	s.commits.Add(1)
 	if lastSeq != s.lastSeq {
@@ -309,12 +370,16 @@ func (s *Store) commit(batch []*request) {
 		s.lastRecorded = now
 		s.watch.Advance(eventstore.Position{Lo: lastSeq})
 	}
-	for _, r := range live {
-		close(r.answer)
-	}
+	return -1, nil
 }
 
-var errWrite = errors.New("embedded: write failed")
+var (
+	// errWrite: a bbolt write failed; the transaction cannot be trusted.
+	errWrite = errors.New("embedded: write failed")
+	// errUndo: a request failed after some of its writes; the transaction
+	// must roll back and run again without it.
+	errUndo = errors.New("embedded: request must be undone")
+)
 
 // get looks id up in the ids bucket through one reused cursor (Bucket.Get
 // allocates a fresh cursor stack on every call).
@@ -332,15 +397,50 @@ func (st *txState) get(id []byte) []byte {
 type txState struct {
 	idCursor                       *bolt.Cursor
 	events, ids, versions, streams *bolt.Bucket
+	state                          *bolt.Bucket // parent of the state buckets
 	lastSeq                        uint64
 	now                            int64
+
+	// The state bucket the last op used.
+	curName   string
+	curBucket *bolt.Bucket
 }
 
-// apply checks one request against the transaction's current state and, if it
-// passes, writes it. Checks come before any write, so a rejected request
+// apply checks and writes one request against the transaction's current
+// state, setting r.res or r.err. A request that fails a check before writing
+// anything writes nothing and apply returns nil: the transaction goes on with
+// the next request. apply returns an error only when the transaction must not
+// commit as it is: errUndo (r failed after writing some of its appends; r.err
+// is set) or errWrite (a failed write).
+func (st *txState) apply(r *request) error {
+	r.res, r.err = r.res[:0], nil
+	wrote := false
+	for i := range r.appends {
+		res, err := st.append(&r.appends[i])
+		if err != nil {
+			if errors.Is(err, errWrite) {
+				return err
+			}
+			if r.state {
+				err = fmt.Errorf("appends[%d]: %w", i, err)
+			}
+			r.res, r.err = nil, err
+			if wrote {
+				return errUndo
+			}
+			return nil
+		}
+		wrote = wrote || !res.Duplicate
+		r.res = append(r.res, res)
+	}
+	return st.applyOps(r.ops)
+}
+
+// append checks one append against the transaction's current state and, if
+// it passes, writes it. Checks come before any write, so a rejected append
 // writes nothing.
-func (st *txState) apply(r *request) (eventstore.AppendResult, error) {
-	p := &r.p
+func (st *txState) append(a *pendingAppend) (eventstore.AppendResult, error) {
+	p := &a.p
 	// Idempotency: all ids already in this stream → the original positions.
 	found := 0
 	var dup []eventstore.AppendedEvent
@@ -380,9 +480,9 @@ func (st *txState) apply(r *request) (eventstore.AppendResult, error) {
 	for i := range p.Events {
 		seq := st.lastSeq + 1
 		ver := current + 1 + int64(i)
-		rec := r.records[i]
+		rec := a.records[i]
 		setRecordFields(rec, st.now, ver)
-		keys := r.keys[i*(8+len(p.Stream)+9):]
+		keys := a.keys[i*(8+len(p.Stream)+9):]
 		key := keys[:8:8]
 		binary.BigEndian.PutUint64(key, seq)
 		vkey := keys[8 : 8+len(p.Stream)+9 : 8+len(p.Stream)+9]

@@ -136,19 +136,17 @@ func (s *Store) GetState(ctx context.Context, bucket string, key []byte) ([]byte
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	notFound := fmt.Errorf("embedded: state %q key %q: %w", bucket, key, eventstore.ErrNotFound)
 	if !storableKey(bucket, key) {
-		return nil, notFound // CommitState cannot have stored it
+		return nil, stateNotFound(bucket, key) // CommitState cannot have stored it
 	}
 	var out []byte
 	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketState).Bucket([]byte(bucket))
-		if b == nil {
-			return notFound
+		var v []byte
+		if b := tx.Bucket(bucketState).Bucket([]byte(bucket)); b != nil {
+			v = b.Get(key)
 		}
-		v := b.Get(key)
 		if v == nil {
-			return notFound
+			return stateNotFound(bucket, key)
 		}
 		out = append(make([]byte, 0, len(v)), v...)
 		return nil
@@ -157,6 +155,10 @@ func (s *Store) GetState(ctx context.Context, bucket string, key []byte) ([]byte
 		return nil, err
 	}
 	return out, nil
+}
+
+func stateNotFound(bucket string, key []byte) error {
+	return fmt.Errorf("embedded: state bucket %q key %q: %w", bucket, key, eventstore.ErrNotFound)
 }
 
 // storableKey reports whether CommitState could have stored (bucket, key)

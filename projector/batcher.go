@@ -315,3 +315,61 @@ func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte
 	}
 	return c
 }
+
+// outcomeLanes is how many batchers commit concurrently. One commit's round
+// trip (PostgreSQL) no longer caps the attempts recorded per second.
+const outcomeLanes = 2
+
+// outcomes spreads the subscriptions over outcomeLanes batchers that commit
+// concurrently. A subscription always uses the same lane, so its state ops
+// commit in the order they were made.
+type outcomes struct{ lanes []*batcher }
+
+func newOutcomes(state eventstore.StateStore, cfg Config) *outcomes {
+	o := &outcomes{}
+	for range outcomeLanes {
+		o.lanes = append(o.lanes, newBatcher(state, cfg))
+	}
+	return o
+}
+
+func (o *outcomes) lane(sub []byte) *batcher {
+	if len(sub) == 0 {
+		return o.lanes[0]
+	}
+	return o.lanes[int(sub[len(sub)-1])%len(o.lanes)]
+}
+
+func (o *outcomes) run() {
+	for _, l := range o.lanes {
+		go l.run()
+	}
+}
+
+func (o *outcomes) submit(it batchItem) error               { return o.lane(it.sub).submit(it) }
+func (o *outcomes) setCheckpoint(sub []byte, cp checkpoint) { o.lane(sub).setCheckpoint(sub, cp) }
+func (o *outcomes) deleteSub(sub []byte)                    { o.lane(sub).deleteSub(sub) }
+func (o *outcomes) flushSoon(sub []byte)                    { o.lane(sub).flushSoon() }
+
+func (o *outcomes) pendingCheckpoint(sub []byte) ([]byte, bool) {
+	return o.lane(sub).pendingCheckpoint(sub)
+}
+
+// sync returns once everything submitted to any lane before the call is committed.
+func (o *outcomes) sync(ctx context.Context) error {
+	for _, l := range o.lanes {
+		if err := l.sync(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *outcomes) stop() {
+	for _, l := range o.lanes {
+		l.stopOnce.Do(func() { close(l.stopCh) })
+	}
+	for _, l := range o.lanes {
+		<-l.done
+	}
+}

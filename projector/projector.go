@@ -34,7 +34,7 @@ type Projector struct {
 	deliverCtx    context.Context // deliveries in flight
 	cancelDeliver context.CancelFunc
 
-	batcher *batcher
+	batcher *outcomes
 	tail    *tail
 	bg      sync.WaitGroup // tail, reconcile, janitor, disables, route waiters
 
@@ -91,10 +91,10 @@ func (p *Projector) Start(ctx context.Context) error {
 	base := context.WithoutCancel(ctx)
 	p.readCtx, p.cancelRead = context.WithCancel(base)
 	p.deliverCtx, p.cancelDeliver = context.WithCancel(base)
-	p.batcher = newBatcher(p.state, p.cfg)
+	p.batcher = newOutcomes(p.state, p.cfg)
 	p.tail = newTail(p.store, p.cfg, head)
 	p.phase = 1
-	go p.batcher.run()
+	p.batcher.run()
 	p.bg.Go(func() { p.tail.run(p.readCtx) })
 	watch, unwatch := p.subs.Watch()
 	p.reconcileLocked()

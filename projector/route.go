@@ -302,7 +302,7 @@ func (r *route) run() {
 					r.p.cfg.Logger.Warn("projector: route stopped before its outcomes were recorded; they are sent again", "subscription", r.id, "attempts", r.awaiting)
 				}
 				r.publish(now, true)
-				r.p.batcher.flushSoon()
+				r.p.batcher.flushSoon(r.key)
 				return
 			}
 			wakeAt = giveUp

@@ -42,7 +42,7 @@ func BenchmarkFanout(b *testing.B) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = s.Close() })
-			return s, stateOf(s)
+			return s, stateOf(t, s)
 		})
 	})
 	b.Run("postgres", func(b *testing.B) { benchFanout(b, openPostgres) })
@@ -218,7 +218,7 @@ func BenchmarkLatency(b *testing.B) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = s.Close() })
-			return s, stateOf(s)
+			return s, stateOf(t, s)
 		})
 	})
 	b.Run("postgres", func(b *testing.B) { benchLatency(b, openPostgres) })

@@ -24,11 +24,15 @@ import (
 // opener makes a fresh store and its state store for one test.
 type opener func(t testing.TB) (eventstore.Store, eventstore.StateStore)
 
-func stateOf(s eventstore.Store) eventstore.StateStore {
-	if ss, ok := s.(eventstore.StateStore); ok {
-		return ss
+// stateOf returns the store's own StateStore: both built-in backends keep
+// the projector's state beside the log.
+func stateOf(t testing.TB, s eventstore.Store) eventstore.StateStore {
+	t.Helper()
+	ss, ok := s.(eventstore.StateStore)
+	if !ok {
+		t.Fatalf("%T does not implement eventstore.StateStore", s)
 	}
-	return newMemState(s) // TEMPORARY until the stores implement StateStore
+	return ss
 }
 
 func openEmbedded(t testing.TB) (eventstore.Store, eventstore.StateStore) {
@@ -38,13 +42,13 @@ func openEmbedded(t testing.TB) (eventstore.Store, eventstore.StateStore) {
 		t.Fatalf("embedded.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return s, stateOf(s)
+	return s, stateOf(t, s)
 }
 
 func openPostgres(t testing.TB) (eventstore.Store, eventstore.StateStore) {
 	t.Helper()
 	s := pgtest.NewStore(t)
-	return s, stateOf(s)
+	return s, stateOf(t, s)
 }
 
 // forStores runs fn on the embedded store and on PostgreSQL, in parallel.

@@ -29,9 +29,20 @@
 //   - POST /v1/subscriptions/{id}/pause|resume|rotate-secret take no body (an
 //     empty body or {}); they answer 200 with the subscription, and
 //     rotate-secret includes the new secret.
+//   - GET /v1/subscriptions/{id}/deliveries answers {"attempts": [...]},
+//     newest first by the time of the attempt; each attempt has API.md's
+//     fields plus "status" (succeeded, failed or dead: what the status filter
+//     selects) and, on failed attempts that will be retried,
+//     "next_attempt_at". status_code is null when no HTTP answer came, error
+//     is null after a 2xx, replay_id is null for live deliveries. limit is
+//     1..1000 (default 100); a malformed event_id is a 400.
+//   - POST /v1/subscriptions/{id}/redrive takes no body (or {}) and answers
+//     200 {"requeued": n}, the dead letters moved back to the retry queue.
+//   - The status of a paused or disabled subscription is its persisted
+//     checkpoint; last_success_at and failing_since are null when unknown.
 //   - Problem types are URNs: urn:hooklog:problem:validation,
 //     malformed-json, body-too-large, wrong-version, id-conflict, not-found,
-//     unauthenticated, forbidden, method-not-allowed, not-implemented,
+//     unauthenticated, forbidden, method-not-allowed,
 //     unavailable (store closed or unreachable: 503) and internal.
 //   - Every request is logged at debug level (an access log); 5xx responses are
 //     logged at error level with their cause.

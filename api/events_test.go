@@ -21,6 +21,7 @@ import (
 
 	"github.com/hooklog/hooklog/apikeys"
 	"github.com/hooklog/hooklog/eventstore"
+	"github.com/hooklog/hooklog/projector"
 	"github.com/hooklog/hooklog/subscriptions"
 )
 
@@ -640,7 +641,11 @@ func TestPullEmptyLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(keys.Stop)
-			s, err := New(Config{Logger: quietLogger(), Registry: prometheus.NewRegistry()}, Deps{Store: store, Subscriptions: subs, Keys: keys})
+			p, err := projector.New(projector.Config{Logger: quietLogger()}, projector.Deps{Store: store, State: store.(eventstore.StateStore), Subs: subs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(Config{Logger: quietLogger(), Registry: prometheus.NewRegistry()}, Deps{Store: store, Subscriptions: subs, Keys: keys, Projector: p})
 			if err != nil {
 				t.Fatal(err)
 			}

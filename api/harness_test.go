@@ -20,6 +20,7 @@ import (
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
 	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
+	"github.com/hooklog/hooklog/projector"
 	"github.com/hooklog/hooklog/subscriptions"
 )
 
@@ -73,12 +74,27 @@ type testKeys struct {
 }
 
 // testDeps builds the real services over store, started, with one real API
-// key per role.
+// key per role. Its projector is not started (the tests' subscriptions point
+// at public addresses that must not be called); the status, deliveries and
+// redrive routes work on it all the same.
 func testDeps(t testing.TB, store eventstore.Store) (Deps, testKeys) {
+	t.Helper()
+	return newDeps(t, store, depsOptions{})
+}
+
+// depsOptions vary newDeps for the tests that deliver.
+type depsOptions struct {
+	// deliver allows subscriptions on 127.0.0.1 and starts the projector.
+	deliver bool
+	// projector configures it (Logger and Delivery.AllowPrivateNetworks are set).
+	projector projector.Config
+}
+
+func newDeps(t testing.TB, store eventstore.Store, o depsOptions) (Deps, testKeys) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	subs, err := subscriptions.New(store, subscriptions.Config{Logger: quietLogger(), Resolver: noDNS})
+	subs, err := subscriptions.New(store, subscriptions.Config{Logger: quietLogger(), Resolver: noDNS, AllowPrivateNetworks: o.deliver})
 	if err != nil {
 		t.Fatalf("subscriptions.New: %v", err)
 	}
@@ -107,7 +123,30 @@ func testDeps(t testing.TB, store eventstore.Store) (Deps, testKeys) {
 		tenantA:  mk("acme", apikeys.RoleTenant, "acme"),
 		tenantB:  mk("globex", apikeys.RoleTenant, "globex"),
 	}
-	return Deps{Store: store, Subscriptions: subs, Keys: keys}, tk
+	state, ok := store.(eventstore.StateStore)
+	if !ok {
+		t.Fatalf("%T does not implement eventstore.StateStore", store)
+	}
+	pcfg := o.projector
+	pcfg.Logger = quietLogger()
+	pcfg.Delivery.AllowPrivateNetworks = o.deliver
+	p, err := projector.New(pcfg, projector.Deps{Store: store, State: state, Subs: subs})
+	if err != nil {
+		t.Fatalf("projector.New: %v", err)
+	}
+	if o.deliver {
+		if err := p.Start(ctx); err != nil {
+			t.Fatalf("projector.Start: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Stop(ctx); err != nil {
+			t.Errorf("projector.Stop: %v", err)
+		}
+	})
+	return Deps{Store: store, Subscriptions: subs, Keys: keys, Projector: p}, tk
 }
 
 // noDNS resolves from /etc/hosts only: tests never leave 127.0.0.1, and a
@@ -125,13 +164,18 @@ func newEnv(t *testing.T, store eventstore.Store) *env {
 
 func newEnvConfig(t *testing.T, store eventstore.Store, cfg Config) *env {
 	t.Helper()
+	return newEnvOptions(t, store, cfg, depsOptions{})
+}
+
+func newEnvOptions(t *testing.T, store eventstore.Store, cfg Config, o depsOptions) *env {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	deps, keys := testDeps(t, store)
+	deps, keys := newDeps(t, store, o)
 	e := &env{t: t, store: store, admin: keys.admin, producer: keys.producer, tenantA: keys.tenantA, tenantB: keys.tenantB}
 	s, err := New(cfg, deps)
 	if err != nil {

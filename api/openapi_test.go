@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -101,6 +103,81 @@ func TestOpenAPIRefsResolve(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// TestOpenAPIDeliverySchemas pins the documented status, attempt and redrive
+// documents to the structs the handlers encode: the same properties, every
+// one of them required except those the handler omits when empty.
+func TestOpenAPIDeliverySchemas(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Paths      map[string]map[string]json.RawMessage `json:"paths"`
+		Components struct {
+			Schemas map[string]struct {
+				Required   []string                   `json:"required"`
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openapiJSON, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]any{"RouteStatus": statusJSON{}, "Attempt": attemptJSON{}, "RedriveResult": redriveJSON{}, "AttemptList": attemptList{}} {
+		schema, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("openapi.json has no schema %s", name)
+			continue
+		}
+		all, required := jsonFields(reflect.TypeOf(v))
+		if got := sortedKeys(boolSet(keysOf(schema.Properties))); !slices.Equal(got, all) {
+			t.Errorf("schema %s properties %v, the handler writes %v", name, got, all)
+		}
+		if got := sortedKeys(boolSet(schema.Required)); !slices.Equal(got, required) {
+			t.Errorf("schema %s requires %v, the handler always writes %v", name, got, required)
+		}
+	}
+	// Nothing answers 501 any more.
+	for path, item := range doc.Paths {
+		for method, op := range item {
+			if strings.Contains(string(op), `"501"`) {
+				t.Errorf("%s %s still documents 501", strings.ToUpper(method), path)
+			}
+		}
+	}
+}
+
+// jsonFields lists a struct's JSON names, and those without omitempty.
+func jsonFields(typ reflect.Type) (all, required []string) {
+	for i := range typ.NumField() {
+		tag := typ.Field(i).Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		all = append(all, name)
+		if !strings.Contains(opts, "omitempty") {
+			required = append(required, name)
+		}
+	}
+	sort.Strings(all)
+	sort.Strings(required)
+	return all, required
+}
+
+func keysOf(m map[string]json.RawMessage) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func boolSet(s []string) map[string]bool {
+	m := make(map[string]bool, len(s))
+	for _, k := range s {
+		m[k] = true
+	}
+	return m
 }
 
 func sortedKeys(m map[string]bool) []string {

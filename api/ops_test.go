@@ -85,9 +85,10 @@ func TestConfig(t *testing.T) {
 	}{
 		{Config{MaxBody: -1}, deps, "MaxBody"},
 		{Config{MaxWait: -time.Second}, deps, "MaxWait"},
-		{Config{}, Deps{Subscriptions: deps.Subscriptions, Keys: deps.Keys}, "Store"},
-		{Config{}, Deps{Store: store, Keys: deps.Keys}, "Subscriptions"},
-		{Config{}, Deps{Store: store, Subscriptions: deps.Subscriptions}, "Keys"},
+		{Config{}, Deps{Subscriptions: deps.Subscriptions, Keys: deps.Keys, Projector: deps.Projector}, "Store"},
+		{Config{}, Deps{Store: store, Keys: deps.Keys, Projector: deps.Projector}, "Subscriptions"},
+		{Config{}, Deps{Store: store, Subscriptions: deps.Subscriptions, Projector: deps.Projector}, "Keys"},
+		{Config{}, Deps{Store: store, Subscriptions: deps.Subscriptions, Keys: deps.Keys}, "Projector"},
 	} {
 		if _, err := New(c.cfg, c.deps); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("New(%+v): %v, want an error naming %s", c.cfg, err, c.want)

@@ -31,7 +31,6 @@ var (
 	errForbidden       = errors.New("this API key's role may not do that")
 	errNotFound        = errors.New("not found")
 	errMethod          = errors.New("method not allowed")
-	errNotImplemented  = errors.New("not implemented yet: arrives with the projector")
 	errTrailingData    = errors.New("trailing data after the JSON value")
 )
 
@@ -124,8 +123,6 @@ func problemFor(err error) problem {
 		return problem{Type: problemBase + "forbidden", Title: "Forbidden", Status: http.StatusForbidden, Detail: err.Error()}
 	case errors.Is(err, errMethod):
 		return problem{Type: problemBase + "method-not-allowed", Title: "Method not allowed", Status: http.StatusMethodNotAllowed, Detail: "this route does not accept that method"}
-	case errors.Is(err, errNotImplemented):
-		return problem{Type: problemBase + "not-implemented", Title: "Not implemented", Status: http.StatusNotImplemented, Detail: errNotImplemented.Error()}
 	case errors.As(err, &pe): // normally a field error already; kept for callers that pass it through
 		return problem{Type: problemBase + "validation", Title: "Invalid request", Status: http.StatusBadRequest,
 			Detail: "url: " + pe.Msg, Errors: map[string]string{"url": pe.Msg}}

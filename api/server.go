@@ -100,7 +100,7 @@ var (
 	noKey       []string = nil
 )
 
-// New builds the API. deps.Store, deps.Subscriptions and deps.Keys are required.
+// New builds the API. Every field of deps is required.
 func New(cfg Config, deps Deps) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err

@@ -22,17 +22,7 @@ func (s *Server) subscriptionRoutes() {
 	s.handle(http.MethodPost, "/v1/subscriptions/{id}/resume", subscribers, s.subscriptionCommand(s.deps.Subscriptions.Resume, false))
 	s.handle(http.MethodPost, "/v1/subscriptions/{id}/rotate-secret", subscribers, s.subscriptionCommand(s.deps.Subscriptions.RotateSecret, true))
 
-	// The projector owns delivery state; until it exists these routes say so
-	// (after the same authorization and ownership checks as the others).
-	notYet := func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := s.ownSubscription(r); err != nil {
-			return err
-		}
-		return errNotImplemented
-	}
-	s.handle(http.MethodGet, "/v1/subscriptions/{id}/status", subscribers, notYet)
-	s.handle(http.MethodGet, "/v1/subscriptions/{id}/deliveries", subscribers, notYet)
-	s.handle(http.MethodPost, "/v1/subscriptions/{id}/redrive", subscribers, notYet)
+	s.deliveryRoutes()
 }
 
 // subscriptionJSON is a subscription on the wire. Secret is set only in the

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	kdb "github.com/EventStore/EventStore-Client-Go/v4/esdb"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -53,13 +53,18 @@ var keys = []keySpec{
 	{"http.shutdown_timeout", "30s", kindDuration, "on SIGTERM/SIGINT, how long in-flight requests may finish"},
 	{"store.driver", "embedded", kindString, "event store backend: embedded, postgres or esdb"},
 	{"store.path", "./data", kindString, "directory of the embedded store"},
-	{"store.postgres.url", "", kindString, "PostgreSQL connection URL (required for store.driver=postgres)"},
+	{"store.postgres.url", "", kindString, "PostgreSQL connection URL (required for store.driver=postgres and esdb)"},
 	{"store.postgres.schema", "hooklog", kindString, "PostgreSQL schema holding hooklog's tables"},
 	{"store.postgres.max_conns", "0", kindInt, "PostgreSQL pool size; 0 = the driver's default"},
 	{"store.esdb.url", "", kindString, "KurrentDB/EventStoreDB connection string (store.driver=esdb)"},
 	{"auth.admin_key", "", kindString, "admin API key; empty = generate one on first start and print it"},
 	{"delivery.allow_private_networks", "false", kindBool, "allow webhook targets on loopback/private networks"},
 	{"delivery.timeout", "15s", kindDuration, "time an endpoint has to answer a delivery"},
+	{"delivery.max_idle_conns_per_host", "1000", kindInt, "kept-alive connections per endpoint host (>= 1)"},
+	{"delivery.attempt_retention", "168h", kindDuration, "how long attempt records stay in the deliveries index"},
+	{"delivery.circuit_failures", "5", kindInt, "consecutive failed attempts that open a route's circuit (>= 1)"},
+	{"delivery.circuit_cooldown", "5s", kindDuration, "first wait of an open circuit before a probe; doubles up to 5m"},
+	{"delivery.drain_timeout", "10s", kindDuration, "on SIGTERM/SIGINT, how long deliveries in flight may finish"},
 }
 
 // devValues are what --dev sets: they override the file and the environment,
@@ -101,6 +106,11 @@ type config struct {
 	Delivery struct {
 		AllowPrivateNetworks bool
 		Timeout              time.Duration
+		MaxIdleConnsPerHost  int
+		AttemptRetention     time.Duration
+		CircuitFailures      int
+		CircuitCooldown      time.Duration
+		DrainTimeout         time.Duration
 	}
 	Dev bool
 	// File is the configuration file that was read, "" if none.
@@ -279,6 +289,11 @@ func decode(v *viper.Viper) (*config, error) {
 	c.Auth.AdminKey = str("auth.admin_key")
 	c.Delivery.AllowPrivateNetworks = vals["delivery.allow_private_networks"].(bool)
 	c.Delivery.Timeout = dur("delivery.timeout")
+	c.Delivery.MaxIdleConnsPerHost = int(vals["delivery.max_idle_conns_per_host"].(int64))
+	c.Delivery.AttemptRetention = dur("delivery.attempt_retention")
+	c.Delivery.CircuitFailures = int(vals["delivery.circuit_failures"].(int64))
+	c.Delivery.CircuitCooldown = dur("delivery.circuit_cooldown")
+	c.Delivery.DrainTimeout = dur("delivery.drain_timeout")
 	return &c, nil
 }
 
@@ -313,27 +328,67 @@ func (c *config) validate() error {
 			return cfgErr("store.path", "must not be empty for store.driver=embedded")
 		}
 	case "postgres":
-		if c.Store.Postgres.URL == "" {
-			return cfgErr("store.postgres.url", "is required for store.driver=postgres (e.g. postgres://user@127.0.0.1:5432/db)")
-		}
-		if _, err := pgconn.ParseConfig(c.Store.Postgres.URL); err != nil {
-			// pgconn masks the password in its message.
-			return cfgErr("store.postgres.url", "cannot be parsed: %s", oneLine(err.Error()))
-		}
-		if !schemaRE.MatchString(c.Store.Postgres.Schema) {
-			return cfgErr("store.postgres.schema", "%q is not a plain lower-case SQL identifier", c.Store.Postgres.Schema)
+		if err := c.validatePostgres("postgres"); err != nil {
+			return err
 		}
 	case "esdb":
-		if c.Store.ESDB.URL != "" {
-			if u, err := url.Parse(c.Store.ESDB.URL); err != nil || u.Scheme == "" {
-				return cfgErr("store.esdb.url", "%q is not a connection URL like esdb://host:2113?tls=false", c.Store.ESDB.URL)
-			}
+		if c.Store.ESDB.URL == "" {
+			return cfgErr("store.esdb.url", "is required for store.driver=esdb (e.g. esdb://127.0.0.1:2113?tls=false)")
 		}
-		return cfgErr("store.driver", "the esdb backend is not built yet in this version (use embedded or postgres)")
+		if _, err := kdb.ParseConnectionString(c.Store.ESDB.URL); err != nil {
+			return cfgErr("store.esdb.url", "cannot be parsed: %s", oneLine(maskPassword(err.Error(), c.Store.ESDB.URL)))
+		}
+		// The esdb backend keeps its side state (checkpoints, the attempts
+		// index, the id and time indexes) in PostgreSQL.
+		if err := c.validatePostgres("esdb"); err != nil {
+			return err
+		}
 	default:
 		return cfgErr("store.driver", "unknown driver %q (want embedded, postgres or esdb)", c.Store.Driver)
 	}
+	if c.Delivery.MaxIdleConnsPerHost < 1 {
+		return cfgErr("delivery.max_idle_conns_per_host", "must be at least 1, got %d", c.Delivery.MaxIdleConnsPerHost)
+	}
+	if c.Delivery.CircuitFailures < 1 {
+		return cfgErr("delivery.circuit_failures", "must be at least 1, got %d", c.Delivery.CircuitFailures)
+	}
 	return nil
+}
+
+// validatePostgres checks store.postgres.* for a driver that needs them.
+func (c *config) validatePostgres(driver string) error {
+	if c.Store.Postgres.URL == "" {
+		what := ""
+		if driver == "esdb" {
+			what = ", which keeps its side state there"
+		}
+		return cfgErr("store.postgres.url", "is required for store.driver=%s%s (e.g. postgres://user@127.0.0.1:5432/db)", driver, what)
+	}
+	if _, err := pgconn.ParseConfig(c.Store.Postgres.URL); err != nil {
+		// pgconn masks the password in its message.
+		return cfgErr("store.postgres.url", "cannot be parsed: %s", oneLine(err.Error()))
+	}
+	if !schemaRE.MatchString(c.Store.Postgres.Schema) {
+		return cfgErr("store.postgres.schema", "%q is not a plain lower-case SQL identifier", c.Store.Postgres.Schema)
+	}
+	return nil
+}
+
+// maskPassword replaces the password of connection string conn wherever it
+// appears in msg (the esdb client quotes the whole string in its errors).
+func maskPassword(msg, conn string) string {
+	_, rest, ok := strings.Cut(conn, "://")
+	if !ok {
+		return msg
+	}
+	userinfo, _, ok := strings.Cut(rest, "@")
+	if !ok {
+		return msg
+	}
+	if _, pw, ok := strings.Cut(userinfo, ":"); ok && pw != "" {
+		return strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	return msg
 }
 
 // parseSize parses "1048576", "512KiB", "1MiB", "1MB", "2GiB".

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/hooklog/hooklog/projector"
 )
 
 // flags returns a parsed flag set as serve would have it.
@@ -43,6 +45,26 @@ func TestConfigDefaults(t *testing.T) {
 		c.Store.Path != "./data" || c.Store.Postgres.Schema != "hooklog" || c.Delivery.AllowPrivateNetworks ||
 		c.Delivery.Timeout != 15*time.Second || c.Auth.AdminKey != "" || c.Dev {
 		t.Fatalf("defaults: %+v", c)
+	}
+	// The delivery defaults are the projector's own.
+	pc := projectorConfig(c, nil)
+	if pc.Delivery.MaxIdleConnsPerHost != projector.DefaultIdleConnsPerHost || pc.AttemptRetention != projector.DefaultAttemptRetention ||
+		pc.CircuitFailures != projector.DefaultCircuitFailures || pc.CircuitCooldown != projector.DefaultCircuitCooldown ||
+		pc.Delivery.Timeout != projector.DefaultDeliveryTimeout || c.Delivery.DrainTimeout != defaultDrainTimeout {
+		t.Fatalf("delivery defaults differ from the projector's: %+v, drain %s", pc, c.Delivery.DrainTimeout)
+	}
+}
+
+// store.driver=esdb needs both connection strings; with them it validates.
+func TestConfigESDB(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(flags(t, "--store.driver", "esdb", "--store.esdb.url", "esdb://127.0.0.1:2113?tls=false",
+		"--store.postgres.url", "postgres://postgres@127.0.0.1:5432/test", "--store.postgres.schema", "hooklog_esdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Driver != "esdb" || c.Store.ESDB.URL != "esdb://127.0.0.1:2113?tls=false" || c.Store.Postgres.Schema != "hooklog_esdb" {
+		t.Fatalf("esdb config: %+v", c.Store)
 	}
 }
 
@@ -130,7 +152,16 @@ func TestConfigErrors(t *testing.T) {
 		problem string // regexp
 	}{
 		{"unknown driver", []string{"--store.driver", "mysql"}, "", "store.driver", `unknown driver "mysql"`},
-		{"esdb not built", []string{"--store.driver", "esdb"}, "", "store.driver", `not built yet`},
+		{"esdb without url", []string{"--store.driver", "esdb", "--store.postgres.url", "postgres://h/db"}, "", "store.esdb.url", `required for store.driver=esdb`},
+		{"esdb bad url", []string{"--store.driver", "esdb", "--store.esdb.url", "esdb://u:hunter2@h:port?tls=false", "--store.postgres.url", "postgres://h/db"}, "", "store.esdb.url", `cannot be parsed`},
+		{"esdb wrong scheme", []string{"--store.driver", "esdb", "--store.esdb.url", "http://h:2113", "--store.postgres.url", "postgres://h/db"}, "", "store.esdb.url", `esdb://`},
+		{"esdb without postgres url", []string{"--store.driver", "esdb", "--store.esdb.url", "esdb://127.0.0.1:2113?tls=false"}, "", "store.postgres.url", `required for store.driver=esdb, which keeps its side state there`},
+		{"esdb bad postgres url", []string{"--store.driver", "esdb", "--store.esdb.url", "esdb://127.0.0.1:2113?tls=false", "--store.postgres.url", "postgres://u:hunter2@h:port/db"}, "", "store.postgres.url", `cannot be parsed`},
+		{"zero idle conns", []string{"--delivery.max_idle_conns_per_host", "0"}, "", "delivery.max_idle_conns_per_host", `at least 1`},
+		{"zero circuit failures", []string{"--delivery.circuit_failures", "0"}, "", "delivery.circuit_failures", `at least 1`},
+		{"negative circuit failures", []string{"--delivery.circuit_failures", "-3"}, "", "delivery.circuit_failures", `non-negative integer`},
+		{"malformed retention", []string{"--delivery.attempt_retention", "7d"}, "", "delivery.attempt_retention", `positive duration`},
+		{"zero drain timeout", []string{"--delivery.drain_timeout", "0s"}, "", "delivery.drain_timeout", `positive duration`},
 		{"postgres without url", []string{"--store.driver", "postgres"}, "", "store.postgres.url", `required`},
 		{"postgres bad url", []string{"--store.driver", "postgres", "--store.postgres.url", "postgres://u:hunter2@h:port/db"}, "", "store.postgres.url", `cannot be parsed`},
 		{"bad schema", []string{"--store.driver", "postgres", "--store.postgres.url", "postgres://h/db", "--store.postgres.schema", "Drop Table"}, "", "store.postgres.schema", `identifier`},

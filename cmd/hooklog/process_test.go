@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hooklog/hooklog/eventstore/esdb/esdbtest"
 	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
 )
 
@@ -342,7 +343,8 @@ func TestServeConfigErrorExit2(t *testing.T) {
 		{"malformed duration", nil, []string{"--delivery.timeout", "ten"}, `hooklog: configuration: delivery.timeout: "ten" is not a positive duration`},
 		{"postgres without url", []string{"HOOKLOG_STORE_DRIVER=postgres"}, nil, `hooklog: configuration: store.postgres.url: is required`},
 		{"unparsable postgres url", []string{"HOOKLOG_STORE_DRIVER=postgres", "HOOKLOG_STORE_POSTGRES_URL=postgres://a:b@h:x/db"}, nil, `hooklog: configuration: store.postgres.url: cannot be parsed`},
-		{"esdb", nil, []string{"--store.driver", "esdb"}, `hooklog: configuration: store.driver: the esdb backend is not built yet`},
+		{"esdb without url", nil, []string{"--store.driver", "esdb"}, `hooklog: configuration: store.esdb.url: is required for store.driver=esdb`},
+		{"esdb without postgres", []string{"HOOKLOG_STORE_ESDB_URL=esdb://127.0.0.1:2113?tls=false"}, []string{"--store.driver", "esdb"}, `hooklog: configuration: store.postgres.url: is required for store.driver=esdb`},
 		{"nested env key", []string{"HOOKLOG_DELIVERY_ALLOW_PRIVATE_NETWORKS=sometimes"}, nil, `hooklog: configuration: delivery.allow_private_networks: "sometimes" is not a boolean`},
 	}
 	for _, tc := range cases {
@@ -433,5 +435,53 @@ func TestServeStoreUnreachable(t *testing.T) {
 	_, stderr, code := runHooklog(t, t.TempDir(), env, "serve")
 	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "hooklog: open postgres store: ") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// serve on esdb: KurrentDB is the in-process test server (a real gRPC server
+// on 127.0.0.1), side state in a fresh PostgreSQL schema. It is ready, takes
+// an event, drains on SIGTERM, and a restart finds the event.
+func TestServeESDB(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.URL(t)
+	schema := pgtest.Schema(t)
+	kdb := esdbtest.Start(t)
+	env := []string{"HOOKLOG_STORE_DRIVER=esdb", "HOOKLOG_STORE_ESDB_URL=" + kdb.URL(),
+		"HOOKLOG_STORE_POSTGRES_URL=" + pg, "HOOKLOG_STORE_POSTGRES_SCHEMA=" + schema, "HOOKLOG_AUTH_ADMIN_KEY=" + testAdminKey}
+	p := startServe(t, t.TempDir(), env, "--http.addr", "127.0.0.1:0")
+	p.waitReady()
+	out := mustCLI(t, "http://"+p.addr, testAdminKey, "events", "append", "order-1", "order.created", `{"n":1}`)
+	pos := regexp.MustCompile(`position ([0-9a-f]{32})`).FindStringSubmatch(out)
+	if pos == nil {
+		t.Fatalf("append: %q", out)
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.log())
+	}
+	if !strings.Contains(p.log(), `"driver":"esdb"`) || !strings.Contains(p.log(), "schema="+schema) {
+		t.Errorf("log does not name the esdb store:\n%s", p.log())
+	}
+	p = startServe(t, t.TempDir(), env, "--http.addr", "127.0.0.1:0")
+	p.waitReady()
+	tail := mustCLI(t, "http://"+p.addr, testAdminKey, "events", "tail", "--after", "start", "--no-follow")
+	if !strings.Contains(tail, pos[1]+" order-1@0 order.created") {
+		t.Errorf("after restart the event is missing; tail:\n%s", tail)
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.log())
+	}
+}
+
+// An esdb server that does not answer stops serve with exit 1 and one line.
+func TestServeESDBUnreachable(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.URL(t)
+	schema := pgtest.Schema(t)
+	env := []string{"HOOKLOG_STORE_DRIVER=esdb", "HOOKLOG_STORE_ESDB_URL=esdb://127.0.0.1:1?tls=false",
+		"HOOKLOG_STORE_POSTGRES_URL=" + pg, "HOOKLOG_STORE_POSTGRES_SCHEMA=" + schema}
+	_, stderr, code := runHooklog(t, t.TempDir(), env, "serve")
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if code != 1 || !strings.HasPrefix(lines[len(lines)-1], "hooklog: open esdb store: ") {
+		t.Fatalf("exit %d, stderr %q", code, stderr) // the log may warn first; the error is the last line
 	}
 }

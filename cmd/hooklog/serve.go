@@ -25,8 +25,12 @@ func newServeCmd() *cobra.Command {
 Configuration, lowest to highest precedence: built-in defaults, configs/hooklog.yaml
 (or --config FILE), HOOKLOG_* environment variables (http.addr is HOOKLOG_HTTP_ADDR),
 --dev, and flags given explicitly (--http.addr 127.0.0.1:9000).
+The projector delivers webhooks in the same process.
+
 SIGTERM or SIGINT drains: stop accepting, let in-flight requests finish for up to
-http.shutdown_timeout, close the store, exit 0. A second signal exits at once.`,
+http.shutdown_timeout, then stop the projector, letting deliveries in flight finish
+for up to delivery.drain_timeout (those abandoned are sent again after a restart,
+with the same webhook-id), close the store, exit 0. A second signal exits at once.`,
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd.Flags())
@@ -72,7 +76,7 @@ func serve(ctx context.Context, cfg *config, stdout, logw io.Writer) error {
 		case <-openCtx.Done():
 		}
 	}()
-	store, err := openStore(openCtx, cfg)
+	store, err := openStore(openCtx, cfg, log)
 	aborted := openCtx.Err() != nil && ctx.Err() == nil
 	cancelOpen()
 	if err != nil {
@@ -146,6 +150,8 @@ func storeLocation(cfg *config) string {
 		return cfg.Store.Path
 	case "postgres":
 		return redactURL(cfg.Store.Postgres.URL) + " schema=" + cfg.Store.Postgres.Schema
+	case "esdb":
+		return redactURL(cfg.Store.ESDB.URL) + " state=" + redactURL(cfg.Store.Postgres.URL) + " schema=" + cfg.Store.Postgres.Schema
 	}
 	return ""
 }

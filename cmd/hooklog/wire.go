@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/hooklog/hooklog/api"
 	"github.com/hooklog/hooklog/apikeys"
 	"github.com/hooklog/hooklog/eventstore"
+	"github.com/hooklog/hooklog/projector"
 	"github.com/hooklog/hooklog/subscriptions"
 )
 
@@ -21,9 +23,30 @@ type app struct {
 	// drain is called when shutdown starts: long-polls in flight end (with
 	// 503 and Retry-After) instead of holding the shutdown for their wait.
 	drain func()
-	// close stops the components after the HTTP server has stopped.
+	// close stops the components after the HTTP server has stopped: first
+	// the projector (deliveries in flight get delivery.drain_timeout to
+	// finish), then the services.
 	close func() error
 }
+
+// projectorConfig is the projector's configuration from delivery.*.
+func projectorConfig(cfg *config, log *slog.Logger) projector.Config {
+	return projector.Config{
+		Delivery: projector.DelivererConfig{
+			Timeout:              cfg.Delivery.Timeout,
+			AllowPrivateNetworks: cfg.Delivery.AllowPrivateNetworks,
+			MaxIdleConnsPerHost:  cfg.Delivery.MaxIdleConnsPerHost,
+		},
+		AttemptRetention: cfg.Delivery.AttemptRetention,
+		CircuitFailures:  cfg.Delivery.CircuitFailures,
+		CircuitCooldown:  cfg.Delivery.CircuitCooldown,
+		Logger:           log,
+	}
+}
+
+// defaultDrainTimeout bounds the projector's stop when the configuration
+// has none (callers that build a config by hand, like the benchmarks).
+const defaultDrainTimeout = 10 * time.Second
 
 // newApp wires the services and the API on top of an open store. out
 // receives what a person must see once (a generated admin key).
@@ -70,20 +93,49 @@ func newApp(ctx context.Context, cfg *config, store eventstore.Store, log *slog.
 			"Send it as \"Authorization: Bearer <key>\"; for the hooklog CLI:\n\n    export %s=%s\n\n", envKey, plaintext)
 	}
 
+	state, ok := store.(eventstore.StateStore)
+	if !ok {
+		return nil, fmt.Errorf("projector: the %s store does not implement eventstore.StateStore", cfg.Store.Driver)
+	}
+	proj, err := projector.New(projectorConfig(cfg, log), projector.Deps{Store: store, State: state, Subs: subs})
+	if err != nil {
+		return nil, fmt.Errorf("projector: %w", err)
+	}
+	if err := proj.Start(ctx); err != nil {
+		return nil, fmt.Errorf("projector: start: %w", err)
+	}
+	drainTimeout := cfg.Delivery.DrainTimeout
+	if drainTimeout <= 0 {
+		drainTimeout = defaultDrainTimeout
+	}
+	var projErr error
+	stops = append(stops, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		start := time.Now()
+		projErr = proj.Stop(ctx)
+		log.Info("projector stopped", "took", time.Since(start).Round(time.Millisecond).String())
+	})
+
 	srv, err := api.New(api.Config{MaxBody: cfg.HTTP.MaxBody, Logger: log}, api.Deps{
 		Store:         store,
 		Subscriptions: subs,
 		Keys:          keys,
+		Projector:     proj,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	d := newDrainer(srv)
+	var closeOnce sync.Once
 	return &app{
 		handler: d,
 		drain:   d.drain,
 		close: func() error {
-			stopAll()
+			closeOnce.Do(stopAll)
+			if projErr != nil {
+				return fmt.Errorf("projector: stop: %w", projErr)
+			}
 			return nil
 		},
 	}, nil

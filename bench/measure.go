@@ -27,6 +27,9 @@ type Result struct {
 	// Baseline describes the raw comparison measured in the same run; "" if none.
 	Baseline      string
 	BaselineValue float64 // events/s
+	// BaselineText is BaselineValue for people when it is not events/s
+	// ("" prints BaselineValue as events/s).
+	BaselineText string
 	// Ratio is Value/BaselineValue (0 without a baseline).
 	Ratio  float64
 	Target string // e.g. ">= 0.50 of baseline", "" if none
@@ -49,6 +52,9 @@ func Print(w io.Writer, title string, results []Result) error {
 		ratio, baseline := "-", "-"
 		if r.Baseline != "" {
 			baseline = rateText(r.BaselineValue)
+			if r.BaselineText != "" {
+				baseline = r.BaselineText
+			}
 			ratio = fmt.Sprintf("%.2f", r.Ratio)
 		}
 		target, met := "-", "-"

@@ -25,7 +25,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Whole-system benchmarks, each next to a raw baseline measured in the same run",
 	}
-	cmd.AddCommand(newBenchAppendCmd(), newBenchAPICmd())
+	cmd.AddCommand(newBenchAppendCmd(), newBenchAPICmd(), newBenchFanoutCmd())
 	return cmd
 }
 
@@ -185,4 +185,90 @@ func startCPUProfile(file string) (func(), error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+func newBenchFanoutCmd() *cobra.Command {
+	var (
+		o          bench.FanoutOptions
+		m          bench.MemoryOptions
+		memory     bool
+		cpuProfile string
+	)
+	cmd := &cobra.Command{
+		Use:   "fanout",
+		Short: "Webhook fan-out: deliveries/s against raw HTTP POSTs, append-to-receipt latency, memory with endpoints down",
+		Long: `Run the projector (with the subscriptions service, on a real store with fsync or
+commit) against a receiver on 127.0.0.1 in this process that answers 200 at once:
+
+  throughput  --events events x --subscriptions subscriptions (max_in_flight 16
+              each), from the first append until the receiver has every delivery,
+              against plain net/http POSTs of the same bodies to the same receiver
+              from subscriptions x 16 clients, alternating in --rounds rounds
+  latency     one event per append at --latency-rate events/s for
+              --latency-duration; append-to-receipt p50/p99 over every delivery
+
+With --memory, instead: append --memory-events events while every endpoint is
+down (503, or --down refused), report the process's peak resident memory
+(VmHWM of /proc/self/status), then bring the endpoints back and count the
+deliveries in the next --watch.
+
+The projector runs with the built-in defaults of delivery.* (as "hooklog serve"
+without configuration). PostgreSQL runs use fresh schemas, dropped afterwards;
+the URL comes from --postgres-url, else HOOKLOG_TEST_POSTGRES_URL, else
+HOOKLOG_STORE_POSTGRES_URL.`,
+		Args: cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			if o.Driver != "embedded" && o.Driver != "postgres" {
+				return &ConfigError{Key: "--driver", Problem: fmt.Sprintf("unknown driver %q (want embedded or postgres)", o.Driver)}
+			}
+			if o.Driver == "postgres" && o.PostgresURL == "" {
+				return &ConfigError{Key: "--postgres-url", Problem: "is required for --driver postgres (or set HOOKLOG_TEST_POSTGRES_URL)"}
+			}
+			if m.Down != "503" && m.Down != "refused" {
+				return &ConfigError{Key: "--down", Problem: fmt.Sprintf("unknown mode %q (want 503 or refused)", m.Down)}
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelError}))
+			pcfg := projectorConfig(defaultConfig(), log)
+			o.Projector, m.Projector = pcfg, pcfg
+			o.Progress, m.Progress = cmd.ErrOrStderr(), cmd.ErrOrStderr()
+			m.Driver, m.Dir, m.PostgresURL, m.Subscriptions = o.Driver, o.Dir, o.PostgresURL, o.Subscriptions
+			stopProfile, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
+			}
+			var results []bench.Result
+			var title string
+			if memory {
+				results, err = bench.RunMemory(cmd.Context(), m)
+				title = fmt.Sprintf("hooklog bench fanout --memory: %d events, %d subscriptions, endpoints down (%s), GOMAXPROCS=%d, %s/%s",
+					m.Events, m.Subscriptions, m.Down, runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
+			} else {
+				results, err = bench.RunFanout(cmd.Context(), o)
+				title = fmt.Sprintf("hooklog bench fanout: %d events x %d subscriptions, %d rounds, GOMAXPROCS=%d, %s/%s",
+					o.Events, o.Subscriptions, o.Rounds, runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
+			}
+			stopProfile()
+			if len(results) > 0 {
+				fmt.Fprintln(cmd.OutOrStdout())
+				_ = bench.Print(cmd.OutOrStdout(), title, results)
+			}
+			return err
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Driver, "driver", "embedded", "store: embedded or postgres")
+	f.StringVar(&o.Dir, "dir", os.TempDir(), "directory for the embedded stores (use the disk you care about, not a tmpfs)")
+	f.StringVar(&o.PostgresURL, "postgres-url", firstEnv("HOOKLOG_TEST_POSTGRES_URL", "HOOKLOG_STORE_POSTGRES_URL"), "PostgreSQL URL for --driver postgres")
+	f.IntVar(&o.Events, "events", 20000, "events of the throughput scenario")
+	f.IntVar(&o.Subscriptions, "subscriptions", 10, "subscriptions every event fans out to")
+	f.IntVar(&o.Rounds, "rounds", 2, "rounds of the throughput comparison (baseline and hooklog alternate)")
+	f.IntVar(&o.LatencyRate, "latency-rate", 500, "events/s of the latency scenario (negative skips it)")
+	f.DurationVar(&o.LatencyDuration, "latency-duration", 10*time.Second, "how long the latency scenario appends")
+	f.BoolVar(&memory, "memory", false, "run the memory scenario instead (endpoints down while --memory-events are appended)")
+	f.IntVar(&m.Events, "memory-events", 1_000_000, "events appended while the endpoints are down")
+	f.StringVar(&m.Down, "down", "503", "how the endpoints are down: 503 or refused")
+	f.DurationVar(&m.Watch, "watch", 10*time.Second, "how long deliveries are counted once the endpoints are back")
+	f.DurationVar(&m.ResumeTimeout, "resume-timeout", 6*time.Minute, "how long to wait for the first delivery once the endpoints are back")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	return cmd
 }

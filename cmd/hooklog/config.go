@@ -199,6 +199,20 @@ func loadConfig(fs *pflag.FlagSet) (*config, error) {
 	return c, c.validate()
 }
 
+// defaultConfig is the configuration of built-in defaults alone (no file,
+// environment or flags): what the benchmarks run with.
+func defaultConfig() *config {
+	v := viper.New()
+	for _, k := range keys {
+		v.SetDefault(k.key, k.def)
+	}
+	c, err := decode(v)
+	if err != nil {
+		panic("hooklog: the built-in defaults do not decode: " + err.Error()) // caught by tests
+	}
+	return c
+}
+
 // mergeFile reads a YAML file into v's config layer, rejecting keys hooklog
 // does not know (a typo would otherwise be silently ignored).
 func mergeFile(v *viper.Viper, file string, explicit bool) error {

@@ -46,6 +46,9 @@ func TestConfigDefaults(t *testing.T) {
 		c.Delivery.Timeout != 15*time.Second || c.Auth.AdminKey != "" || c.Dev {
 		t.Fatalf("defaults: %+v", c)
 	}
+	if d := defaultConfig(); *d != *c {
+		t.Fatalf("defaultConfig() %+v differs from loading nothing %+v", *d, *c)
+	}
 	// The delivery defaults are the projector's own.
 	pc := projectorConfig(c, nil)
 	if pc.Delivery.MaxIdleConnsPerHost != projector.DefaultIdleConnsPerHost || pc.AttemptRetention != projector.DefaultAttemptRetention ||

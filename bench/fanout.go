@@ -446,9 +446,9 @@ func (r *receiver) waitFor(ctx context.Context, n int64, timeout time.Duration, 
 	return nil
 }
 
-// fanoutLatency appends one event at a time at o.LatencyRate (each append
-// on its own goroutine, so a slow fsync does not slow the rate down) and
-// measures, per delivery, the time from the start of the event's append to
+// fanoutLatency appends one event at a time at o.LatencyRate (16
+// appenders take the paced slots, so a slow fsync does not slow the rate
+// down) and measures, per delivery, the time from the start of the event's append to
 // its receipt.
 func fanoutLatency(ctx context.Context, o FanoutOptions, open storeOpener, rcv *receiver) (Result, error) {
 	sys, err := startSystem(ctx, open, o.Projector, rcv.url, o.Subscriptions, o.MaxInFlight, nil)
@@ -476,34 +476,45 @@ func fanoutLatency(ctx context.Context, o FanoutOptions, open storeOpener, rcv *
 	rcv.onID.Store(&rec)
 	defer rcv.onID.Store(nil)
 
+	// A pacer hands out send slots at the rate; a pool of appenders takes
+	// them (as bench append's tail latency does), so one slow commit does
+	// not stall the schedule.
+	const appenders = 16
 	n := int(o.LatencyDuration.Seconds() * float64(o.LatencyRate))
 	interval := time.Second / time.Duration(o.LatencyRate)
+	slots := make(chan struct{})
 	var wg sync.WaitGroup
 	var appendErr atomic.Pointer[error]
+	for range appenders {
+		wg.Go(func() {
+			for range slots {
+				id := uuid.New()
+				t0 := time.Now()
+				mu.Lock()
+				appended[id.String()] = t0
+				mu.Unlock()
+				_, err := sys.store.Append(ctx, eventstore.AppendParams{Stream: "bench-latency", Events: []eventstore.ProposedEvent{{ID: id, Type: "order.created", Data: fanoutData}}})
+				if err != nil {
+					appendErr.CompareAndSwap(nil, &err)
+					continue
+				}
+				mu.Lock()
+				acked[id.String()] = time.Now()
+				mu.Unlock()
+			}
+		})
+	}
 	start := time.Now()
 	for i := range n {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 			time.Sleep(d)
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || appendErr.Load() != nil {
 			break
 		}
-		id := uuid.New()
-		wg.Go(func() {
-			t0 := time.Now()
-			mu.Lock()
-			appended[id.String()] = t0
-			mu.Unlock()
-			_, err := sys.store.Append(ctx, eventstore.AppendParams{Stream: "bench-latency", Events: []eventstore.ProposedEvent{{ID: id, Type: "order.created", Data: fanoutData}}})
-			if err != nil {
-				appendErr.Store(&err)
-				return
-			}
-			mu.Lock()
-			acked[id.String()] = time.Now()
-			mu.Unlock()
-		})
+		slots <- struct{}{}
 	}
+	close(slots)
 	wg.Wait()
 	if p := appendErr.Load(); p != nil {
 		return Result{}, fmt.Errorf("bench: append: %w", *p)

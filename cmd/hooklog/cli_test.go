@@ -7,12 +7,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,4 +353,52 @@ func shellWords(s string) ([]string, error) {
 		words = append(words, cur.String())
 	}
 	return words, nil
+}
+
+// subs status, deliveries and redrive against serve's wiring with its
+// projector delivering to a real receiver that fails until told otherwise.
+func TestCLIDeliveries(t *testing.T) {
+	t.Parallel()
+	srv := testServer(t)
+	var ok atomic.Bool
+	var hits atomic.Int64
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if !ok.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+	out := mustCLI(t, srv, testAdminKey, "subs", "create", recv.URL+"/hook", "--retry-schedule", "10ms", "--max-age", "1h")
+	var sub struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &sub); err != nil {
+		t.Fatalf("create: %v\n%s", err, out)
+	}
+	mustCLI(t, srv, testAdminKey, "events", "append", "order-1", "order.created", `{}`)
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(mustCLI(t, srv, testAdminKey, "subs", "status", sub.ID), `"dead_letters": 1`) {
+		if time.Now().After(deadline) {
+			t.Fatal("no dead letter in 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out = mustCLI(t, srv, testAdminKey, "subs", "deliveries", sub.ID)
+	if !regexp.MustCompile(`(?m)^AT\s+EVENT\s+ATTEMPT\s+STATUS\s+CODE\s+MS\s+REPLAY\s+ERROR\n.*\s2\s+dead\s+500\s.*\n.*\s1\s+failed\s+500\s`).MatchString(out) {
+		t.Fatalf("deliveries:\n%s", out)
+	}
+	ok.Store(true)
+	if out = mustCLI(t, srv, testAdminKey, "subs", "redrive", sub.ID); !strings.Contains(out, `"requeued": 1`) {
+		t.Fatalf("redrive: %s", out)
+	}
+	for !strings.Contains(mustCLI(t, srv, testAdminKey, "subs", "deliveries", sub.ID, "--status", "succeeded", "--json"), `"attempt": 3`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the redriven delivery did not succeed in 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, stderr, code := cli(t, srv, testAdminKey, "subs", "deliveries", sub.ID, "--status", "nope"); code != 1 || !strings.Contains(stderr, "status:") {
+		t.Fatalf("bad --status: exit %d, %q", code, stderr)
+	}
 }

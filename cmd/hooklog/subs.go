@@ -27,6 +27,9 @@ func newSubsCmd() *cobra.Command {
 		subsActionCmd(&cf, "pause ID", "Pause deliveries (events keep accumulating in the log)", http.MethodPost, "/pause"),
 		subsActionCmd(&cf, "resume ID", "Resume deliveries from where they stopped", http.MethodPost, "/resume"),
 		subsActionCmd(&cf, "delete ID", "Delete a subscription", http.MethodDelete, ""),
+		subsActionCmd(&cf, "status ID", "Show the delivery status: cursor, lag, in flight, circuit, last success, dead letters", http.MethodGet, "/status"),
+		newSubsDeliveriesCmd(&cf),
+		subsActionCmd(&cf, "redrive ID", "Re-queue the subscription's dead letters (delivered again, same webhook-id)", http.MethodPost, "/redrive"),
 	)
 	return cmd
 }
@@ -193,4 +196,63 @@ func subsActionCmd(cf *clientFlags, use, short, method, suffix string) *cobra.Co
 			return nil
 		}),
 	}
+}
+
+func newSubsDeliveriesCmd(cf *clientFlags) *cobra.Command {
+	var (
+		status, eventID string
+		limit           int
+		asJSON          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "deliveries ID",
+		Short: "List a subscription's delivery attempts, newest first",
+		Example: `  hooklog subs deliveries ID --status dead
+  hooklog subs deliveries ID --event-id 0190c4a8-3c1e-7000-8000-000000000001`,
+		Args: cobra.ExactArgs(1),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if status != "" {
+				q.Set("status", status)
+			}
+			if eventID != "" {
+				q.Set("event_id", eventID)
+			}
+			if limit > 0 {
+				q.Set("limit", fmt.Sprint(limit))
+			}
+			var raw json.RawMessage
+			if _, err := c.do(cmd.Context(), http.MethodGet, "/v1/subscriptions/"+url.PathEscape(args[0])+"/deliveries", q, nil, &raw, 0); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			items, err := listItems(raw)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "AT\tEVENT\tATTEMPT\tSTATUS\tCODE\tMS\tREPLAY\tERROR")
+			for _, a := range items {
+				ms := "-"
+				if d, ok := a["duration_ms"].(float64); ok {
+					ms = fmt.Sprintf("%.1f", d)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", str(a["at"]), str(a["event_id"]), str(a["attempt"]), str(a["status"]),
+					str(a["status_code"]), ms, str(a["replay_id"]), str(a["error"]))
+			}
+			return tw.Flush()
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&status, "status", "", "only succeeded, failed or dead attempts")
+	f.StringVar(&eventID, "event-id", "", "only the attempts of this event")
+	f.IntVar(&limit, "limit", 0, "at most this many (server default 100, at most 1000)")
+	f.BoolVar(&asJSON, "json", false, "print the server's JSON")
+	return cmd
 }

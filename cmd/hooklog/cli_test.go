@@ -402,3 +402,80 @@ func TestCLIDeliveries(t *testing.T) {
 		t.Fatalf("bad --status: exit %d, %q", code, stderr)
 	}
 }
+
+// The README's quick start works as written: `hooklog listen` (on a free
+// port instead of 9000), a subscription to it, an event, and the listener
+// prints the delivery. Lines may start with "hooklog" or "go run ./cmd/hooklog".
+func TestReadmeQuickStart(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const marker = "<!-- tested: TestReadmeQuickStart"
+	i := strings.Index(string(raw), marker)
+	if i < 0 {
+		t.Fatal("README.md has no tested quick start block")
+	}
+	block := string(raw[i:])
+	start := strings.Index(block, "```sh\n")
+	end := strings.Index(block[start+6:], "```")
+	if start < 0 || end < 0 {
+		t.Fatal("README.md: the tested quick start block is not a ```sh block")
+	}
+	var cmds [][]string
+	for _, line := range strings.Split(block[start+6:start+6+end], "\n") {
+		var rest string
+		switch {
+		case strings.HasPrefix(line, "go run ./cmd/hooklog "):
+			rest = strings.TrimPrefix(line, "go run ./cmd/hooklog ")
+		case strings.HasPrefix(line, "hooklog "):
+			rest = strings.TrimPrefix(line, "hooklog ")
+		default:
+			continue
+		}
+		args, err := shellWords(rest)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		cmds = append(cmds, args)
+	}
+	if len(cmds) != 3 || cmds[0][0] != "listen" || cmds[1][0] != "subs" || cmds[2][0] != "events" {
+		t.Fatalf("the quick start should be listen, subs create, events append; found %v", cmds)
+	}
+
+	srv := testServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, append(cmds[0], "--addr", "127.0.0.1:0"), &out, &errb) }()
+	addrRE := regexp.MustCompile(`receiving webhooks at http://(127\.0\.0\.1:\d+)/`)
+	deadline := time.Now().Add(10 * time.Second)
+	var addr string
+	for addr == "" {
+		if m := addrRE.FindStringSubmatch(errb.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("listen did not start: %q", errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, args := range cmds[1:] {
+		for j := range args {
+			args[j] = strings.ReplaceAll(args[j], "127.0.0.1:9000", addr)
+		}
+		mustCLI(t, srv, testAdminKey, args...)
+	}
+	for !strings.Contains(out.String(), "→ 200") {
+		if time.Now().After(deadline) {
+			t.Fatalf("listen printed no delivery; stdout %q", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("listen printed:\n%s%s", errb.String(), out.String())
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("listen exit %d: %s", code, errb.String())
+	}
+}

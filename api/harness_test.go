@@ -19,6 +19,8 @@ import (
 	"github.com/hooklog/hooklog/apikeys"
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
+	"github.com/hooklog/hooklog/eventstore/esdb"
+	"github.com/hooklog/hooklog/eventstore/esdb/esdbtest"
 	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
 	"github.com/hooklog/hooklog/projector"
 	"github.com/hooklog/hooklog/subscriptions"
@@ -41,7 +43,26 @@ func backends() []backend {
 			return s
 		}},
 		{"postgres", func(t testing.TB) eventstore.Store { return pgtest.NewStore(t) }},
+		{"esdb", openESDB},
 	}
+}
+
+// openESDB opens the esdb backend on an in-process KurrentDB test server
+// (a real gRPC server on 127.0.0.1), with side state in a fresh schema.
+func openESDB(t testing.TB) eventstore.Store {
+	t.Helper()
+	pgtest.URL(t)
+	srv := esdbtest.Start(t)
+	schema := pgtest.Schema(t)
+	pg := pgtest.Open(t, schema)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := esdb.Open(ctx, esdb.Config{URL: srv.URL(), Postgres: pg, Schema: schema, TimeIndexInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("esdb.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // forEachBackend runs fn as a parallel subtest per backend.

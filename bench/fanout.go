@@ -20,6 +20,8 @@ import (
 
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
+	"github.com/hooklog/hooklog/eventstore/esdb"
+	"github.com/hooklog/hooklog/eventstore/esdb/esdbtest"
 	"github.com/hooklog/hooklog/projector"
 	"github.com/hooklog/hooklog/subscriptions"
 )
@@ -27,13 +29,15 @@ import (
 // FanoutOptions configures RunFanout. Zero fields take the documented
 // defaults.
 type FanoutOptions struct {
-	// Driver is the store: "embedded" (default, with fsync) or "postgres".
+	// Driver is the store: "embedded" (default, with fsync), "postgres", or
+	// "esdb" on the in-process KurrentDB test server (esdbtest) with side
+	// state in PostgreSQL: a stand-in, not a KurrentDB server's figures.
 	Driver string
 	// Dir is where the embedded stores are created (fresh sub-directories,
 	// removed afterwards). Default os.TempDir().
 	Dir string
-	// PostgresURL is the database of the postgres driver; each run uses a
-	// fresh schema, dropped afterwards.
+	// PostgresURL is the database of the postgres and esdb drivers; each
+	// run uses a fresh schema, dropped afterwards.
 	PostgresURL string
 	// Events is the number of events of the throughput scenario. Default 20,000.
 	Events int
@@ -94,12 +98,12 @@ func (o *FanoutOptions) defaults() {
 func checkDriver(driver, pgURL string) error {
 	switch driver {
 	case "embedded":
-	case "postgres":
+	case "postgres", "esdb":
 		if pgURL == "" {
-			return errors.New("bench: the postgres driver needs a PostgreSQL URL")
+			return fmt.Errorf("bench: the %s driver needs a PostgreSQL URL", driver)
 		}
 	default:
-		return fmt.Errorf("bench: unknown driver %q (want embedded or postgres)", driver)
+		return fmt.Errorf("bench: unknown driver %q (want embedded, postgres or esdb)", driver)
 	}
 	return nil
 }
@@ -203,6 +207,35 @@ type storeOpener func(ctx context.Context) (eventstore.Store, eventstore.StateSt
 
 func newOpener(ctx context.Context, driver, dir, pgURL string) (storeOpener, func() error, error) {
 	switch driver {
+	case "esdb":
+		// The in-process KurrentDB test server (esdbtest), a fresh one per
+		// store, with side state in a fresh PostgreSQL schema.
+		env, err := newPGEnv(ctx, pgURL)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(ctx context.Context) (eventstore.Store, eventstore.StateStore, func() error, error) {
+			pg, err := env.openStore(ctx, 16)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			srv, err := esdbtest.New()
+			if err != nil {
+				_ = pg.Close()
+				return nil, nil, nil, fmt.Errorf("bench: esdb test server: %w", err)
+			}
+			s, err := esdb.Open(ctx, esdb.Config{URL: srv.URL(), Postgres: pg, Schema: env.storeSchema})
+			if err != nil {
+				srv.Stop()
+				_ = pg.Close()
+				return nil, nil, nil, fmt.Errorf("bench: open esdb store: %w", err)
+			}
+			return s, s, func() error {
+				err := errors.Join(s.Close(), pg.Close())
+				srv.Stop()
+				return err
+			}, nil
+		}, env.close, nil
 	case "postgres":
 		env, err := newPGEnv(ctx, pgURL)
 		if err != nil {

@@ -18,11 +18,11 @@ func TestRunFanout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	for _, driver := range []string{"embedded", "postgres"} {
+	for _, driver := range []string{"embedded", "postgres", "esdb"} {
 		t.Run(driver, func(t *testing.T) {
 			t.Parallel()
 			url := ""
-			if driver == "postgres" {
+			if driver != "embedded" {
 				url = pgtest.URL(t)
 			}
 			res, err := RunFanout(context.Background(), FanoutOptions{
@@ -72,6 +72,9 @@ func TestFanoutOptionErrors(t *testing.T) {
 	}
 	if _, err := RunFanout(context.Background(), FanoutOptions{Driver: "postgres"}); err == nil || !strings.Contains(err.Error(), "URL") {
 		t.Fatalf("postgres without URL: %v", err)
+	}
+	if _, err := RunMemory(context.Background(), MemoryOptions{Driver: "esdb", PostgresURL: "postgres://x/y"}); err == nil || !strings.Contains(err.Error(), "esdb") {
+		t.Fatalf("memory on esdb: %v", err)
 	}
 	if _, err := RunMemory(context.Background(), MemoryOptions{Down: "slow"}); err == nil || !strings.Contains(err.Error(), "slow") {
 		t.Fatalf("down mode: %v", err)

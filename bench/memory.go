@@ -173,6 +173,9 @@ func RunMemory(ctx context.Context, o MemoryOptions) (results []Result, err erro
 	if err := checkDriver(o.Driver, o.PostgresURL); err != nil {
 		return nil, err
 	}
+	if o.Driver == "esdb" {
+		return nil, errors.New("bench: no memory figure on esdb: the in-process test server would hold the whole log in this process's memory")
+	}
 	if o.Down != "503" && o.Down != "refused" {
 		return nil, fmt.Errorf("bench: down mode %q (want 503 or refused)", o.Down)
 	}

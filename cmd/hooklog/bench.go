@@ -215,14 +215,19 @@ deliveries in the next --watch.
 The projector runs with the built-in defaults of delivery.* (as "hooklog serve"
 without configuration). PostgreSQL runs use fresh schemas, dropped afterwards;
 the URL comes from --postgres-url, else HOOKLOG_TEST_POSTGRES_URL, else
-HOOKLOG_STORE_POSTGRES_URL.`,
+HOOKLOG_STORE_POSTGRES_URL. --driver esdb runs on the in-process KurrentDB test
+server (the one the esdb tests use, in this process) with side state in
+PostgreSQL: figures of the backend's code path, not of a KurrentDB server.`,
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			if o.Driver != "embedded" && o.Driver != "postgres" {
-				return &ConfigError{Key: "--driver", Problem: fmt.Sprintf("unknown driver %q (want embedded or postgres)", o.Driver)}
+			if o.Driver != "embedded" && o.Driver != "postgres" && o.Driver != "esdb" {
+				return &ConfigError{Key: "--driver", Problem: fmt.Sprintf("unknown driver %q (want embedded, postgres or esdb)", o.Driver)}
 			}
-			if o.Driver == "postgres" && o.PostgresURL == "" {
-				return &ConfigError{Key: "--postgres-url", Problem: "is required for --driver postgres (or set HOOKLOG_TEST_POSTGRES_URL)"}
+			if o.Driver != "embedded" && o.PostgresURL == "" {
+				return &ConfigError{Key: "--postgres-url", Problem: fmt.Sprintf("is required for --driver %s (or set HOOKLOG_TEST_POSTGRES_URL)", o.Driver)}
+			}
+			if o.Driver == "esdb" && memory {
+				return &ConfigError{Key: "--memory", Problem: "not with --driver esdb: the in-process test server would hold the log in this process's memory"}
 			}
 			if m.Down != "503" && m.Down != "refused" {
 				return &ConfigError{Key: "--down", Problem: fmt.Sprintf("unknown mode %q (want 503 or refused)", m.Down)}
@@ -256,7 +261,7 @@ HOOKLOG_STORE_POSTGRES_URL.`,
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Driver, "driver", "embedded", "store: embedded or postgres")
+	f.StringVar(&o.Driver, "driver", "embedded", "store: embedded, postgres or esdb (in-process test server)")
 	f.StringVar(&o.Dir, "dir", os.TempDir(), "directory for the embedded stores (use the disk you care about, not a tmpfs)")
 	f.StringVar(&o.PostgresURL, "postgres-url", firstEnv("HOOKLOG_TEST_POSTGRES_URL", "HOOKLOG_STORE_POSTGRES_URL"), "PostgreSQL URL for --driver postgres")
 	f.IntVar(&o.Events, "events", 20000, "events of the throughput scenario")

@@ -70,6 +70,7 @@ func TestBenchFanoutFlags(t *testing.T) {
 		{"--driver mysql", "--driver"},
 		{"--driver postgres --postgres-url=", "--postgres-url"},
 		{"--down slowly", "--down"},
+		{"--driver esdb --postgres-url postgres://x/y --memory", "--memory"},
 	} {
 		var out, errb syncBuffer
 		args := append([]string{"bench", "fanout"}, strings.Fields(c.args)...)

@@ -54,6 +54,8 @@ type Config struct {
 	Now func() time.Time
 	// Jitter moves retry delays. Default DefaultJitter (±10%).
 	Jitter func(time.Duration) time.Duration
+	// Replay configures replays (replay.go).
+	Replay ReplayConfig
 }
 
 // Defaults of Config.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hooklog/hooklog/eventstore"
+	"github.com/hooklog/hooklog/replays"
 	"github.com/hooklog/hooklog/subscriptions"
 )
 
@@ -28,6 +29,7 @@ type Projector struct {
 	state     eventstore.StateStore
 	subs      *subscriptions.Service
 	deliverer *Deliverer
+	replays   *replays.Service // the replay jobs, followed while running
 
 	readCtx       context.Context // reading the log, starting deliveries
 	cancelRead    context.CancelFunc
@@ -42,6 +44,7 @@ type Projector struct {
 	phase    int // 0 new, 1 running, 2 stopping/stopped
 	routes   map[string]*route
 	retiring map[string]*route
+	rm       *replayManager // set by Start
 	stopped  chan struct{}
 	stopErr  error
 }
@@ -60,6 +63,9 @@ func New(cfg Config, deps Deps) (*Projector, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Replay, err = cfg.Replay.withDefaults(); err != nil {
+		return nil, err
+	}
 	if cfg.Delivery.Policy == (subscriptions.URLPolicy{}) {
 		cfg.Delivery.Policy = deps.Subs.URLPolicy()
 	}
@@ -70,8 +76,12 @@ func New(cfg Config, deps Deps) (*Projector, error) {
 	if err != nil {
 		return nil, err
 	}
+	rs, err := replays.New(deps.Store, replays.Config{MaxWindow: cfg.Replay.MaxWindow, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidProjectorConfig, err)
+	}
 	return &Projector{
-		cfg: cfg, store: deps.Store, state: deps.State, subs: deps.Subs, deliverer: d,
+		cfg: cfg, store: deps.Store, state: deps.State, subs: deps.Subs, deliverer: d, replays: rs,
 		routes: map[string]*route{}, retiring: map[string]*route{}, stopped: make(chan struct{}),
 	}, nil
 }
@@ -88,14 +98,19 @@ func (p *Projector) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("projector: start: %w", err)
 	}
+	if err := p.replays.Start(ctx); err != nil {
+		return fmt.Errorf("projector: start: %w", err)
+	}
 	base := context.WithoutCancel(ctx)
 	p.readCtx, p.cancelRead = context.WithCancel(base)
 	p.deliverCtx, p.cancelDeliver = context.WithCancel(base)
 	p.batcher = newOutcomes(p.state, p.cfg)
 	p.tail = newTail(p.store, p.cfg, head)
 	p.phase = 1
+	p.rm = newReplayManager(p)
 	p.batcher.run()
 	p.bg.Go(func() { p.tail.run(p.readCtx) })
+	p.bg.Go(p.rm.run)
 	watch, unwatch := p.subs.Watch()
 	p.reconcileLocked()
 	p.bg.Go(func() {
@@ -149,6 +164,7 @@ func (p *Projector) Stop(ctx context.Context) error {
 		<-routesDone
 	}
 	p.bg.Wait()
+	p.replays.Stop()
 	p.batcher.stop()
 	p.cancelDeliver()
 	p.deliverer.Close()

@@ -52,6 +52,7 @@ type job struct {
 	retryKey []byte    // the pair's retry-queue entry, if it has one
 	entry    *outEntry // fresh jobs: the pair's place in the cursor order
 	running  bool
+	rc       *replayCursor // set on replay jobs
 }
 
 // outEntry is a read, matching event in log order; the cursor is the
@@ -60,6 +61,7 @@ type outEntry struct {
 	pos     eventstore.Position
 	before  eventstore.Position // everything up to before was read before this event
 	settled bool
+	failed  bool // replays: settled as failed for good
 }
 
 type retryItem struct {
@@ -77,9 +79,10 @@ type result struct {
 type noteKind int
 
 const (
-	noteNone    noteKind = iota
-	noteSettle           // delivered or dead-lettered
-	noteToRetry          // moved to the retry queue (unordered routes)
+	noteNone         noteKind = iota
+	noteSettle                // delivered or dead-lettered
+	noteToRetry               // moved to the retry queue (unordered routes)
+	noteReplayFailed          // a replay pair failed for good
 )
 
 // note is a commit confirmation from the batcher.
@@ -162,6 +165,13 @@ type route struct {
 	failingSince time.Time
 	cpDirty      bool
 	cpPushed     time.Time
+
+	// replays (loop state but replayReaders)
+	rcs            []*replayCursor
+	replayGen      uint64
+	replayInFlight int
+	replayNext     int
+	replayReaders  sync.WaitGroup
 }
 
 func (p *Projector) newRoute(sub subscriptions.Subscription, prev *route) *route {
@@ -256,6 +266,8 @@ func (r *route) run() {
 	defer close(r.done)
 	defer r.deliveries.Wait()
 	defer close(r.exit) // idle workers leave
+	defer r.replayReaders.Wait()
+	defer r.dropReplays()
 	defer r.p.tail.detach(r)
 	if r.prev != nil {
 		select {
@@ -273,6 +285,7 @@ func (r *route) run() {
 	if !r.load() {
 		return
 	}
+	r.syncReplays()
 	timer := time.NewTimer(time.Hour) // Go 1.23 timers: Reset and Stop need no draining
 	timer.Stop()
 	defer timer.Stop()
@@ -322,6 +335,7 @@ func (r *route) run() {
 		if r.cpDirty {
 			wakeAt = earliest(wakeAt, r.cpPushed.Add(checkpointEvery))
 		}
+		wakeAt = r.replayWake(wakeAt)
 		if !wakeAt.Equal(timerAt) {
 			if wakeAt.IsZero() {
 				timer.Stop()
@@ -485,6 +499,7 @@ func (r *route) insertRetry(it *retryItem) {
 }
 
 func (r *route) onWake() {
+	r.syncReplays()
 	if s := r.newSub.Swap(nil); s != nil {
 		r.sub = *s
 		r.setLimiter()
@@ -602,6 +617,8 @@ func (r *route) pump(now time.Time) time.Time {
 	if r.gone {
 		return time.Time{}
 	}
+	r.takeReplays()
+	r.finishReplays()
 	for {
 		if r.circuit == CircuitOpen {
 			if now.Before(r.openUntil) {
@@ -637,22 +654,34 @@ func (r *route) pump(now time.Time) time.Time {
 	}
 }
 
-// next picks the next job to start: due retries first, then fresh events;
-// an ordered route keeps one pair in its slot until it settles.
+// next picks the next job to start: live work first, then replays in the
+// spare capacity (replay_route.go).
 func (r *route) next(now time.Time) (*job, time.Time) {
+	j, wakeAt := r.nextLive(now)
+	if j != nil {
+		return j, time.Time{}
+	}
+	j, w := r.nextReplay(now)
+	if j != nil {
+		return j, time.Time{}
+	}
+	return nil, earliest(wakeAt, w)
+}
+
+// nextLive picks the next live job: due retries first, then fresh events;
+// an ordered route keeps one pair in its slot until it settles.
+func (r *route) nextLive(now time.Time) (*job, time.Time) {
 	var wakeAt time.Time
+	if r.inFlight >= r.window() { // replay attempts included
+		return nil, time.Time{}
+	}
 	if r.ordered {
 		if h := r.head; h != nil {
-			if h.running {
-				return nil, time.Time{}
-			}
 			if now.Before(h.due) {
 				return nil, h.due
 			}
 			return h, time.Time{}
 		}
-	} else if r.inFlight >= r.window() {
-		return nil, time.Time{}
 	}
 	if len(r.retries) > 0 {
 		it := r.retries[0]
@@ -691,12 +720,17 @@ func (r *route) next(now time.Time) (*job, time.Time) {
 
 // hasWork reports whether next could return a job now (rate limit aside).
 func (r *route) hasWork(now time.Time) bool {
+	return r.hasLiveWork(now) || r.hasReplayWork(now)
+}
+
+func (r *route) hasLiveWork(now time.Time) bool {
+	if r.inFlight >= r.window() {
+		return false
+	}
 	if r.ordered {
 		if h := r.head; h != nil {
 			return !h.running && !now.Before(h.due)
 		}
-	} else if r.inFlight >= r.window() {
-		return false
 	}
 	return len(r.pending) > 0 || (len(r.retries) > 0 && !now.Before(r.retries[0].e.Due))
 }
@@ -707,6 +741,10 @@ func (r *route) start(j *job, now time.Time) {
 		j.firstAt = now
 	}
 	r.inFlight++
+	if j.rc != nil {
+		j.rc.inFlight++
+		r.replayInFlight++
+	}
 	t := task{j: j, sub: r.sub, attempt: j.attempts + 1}
 	select {
 	case r.tasks <- t: // an idle worker takes it
@@ -750,11 +788,15 @@ func (r *route) worker(t task) {
 func (r *route) attempt(t task) result {
 	j := t.j
 	res := result{j: j}
+	ctx, replayID := r.dctx, ""
+	if j.rc != nil {
+		ctx, replayID = j.rc.dctx, j.rc.id
+	}
 	ev := j.ev
 	if ev == nil {
-		e, err := r.p.store.Event(r.dctx, j.eventID)
+		e, err := r.p.store.Event(ctx, j.eventID)
 		switch {
-		case r.dctx.Err() != nil:
+		case ctx.Err() != nil:
 			res.cancelled = true
 			return res
 		case err != nil:
@@ -763,8 +805,8 @@ func (r *route) attempt(t task) result {
 		}
 		ev, res.ev = &e, &e
 	}
-	res.out = r.p.deliverer.Deliver(r.dctx, Request{Sub: t.sub, Event: *ev, Attempt: t.attempt})
-	res.cancelled = res.out.Kind != Succeeded && r.dctx.Err() != nil
+	res.out = r.p.deliverer.Deliver(ctx, Request{Sub: t.sub, Event: *ev, Attempt: t.attempt, ReplayID: replayID})
+	res.cancelled = res.out.Kind != Succeeded && ctx.Err() != nil
 	return res
 }
 
@@ -774,6 +816,10 @@ func (r *route) onResult(res result) {
 	r.inFlight--
 	j := res.j
 	j.running = false
+	if j.rc != nil {
+		r.onReplayResult(res)
+		return
+	}
 	if res.ev != nil {
 		j.ev = res.ev
 	}
@@ -894,13 +940,20 @@ func (r *route) onNotes() {
 		}
 		switch n.kind {
 		case noteSettle:
-			r.settle(n.j)
+			if n.j.rc != nil {
+				settleReplay(n.j, false)
+			} else {
+				r.settle(n.j)
+			}
+		case noteReplayFailed:
+			settleReplay(n.j, true)
 		case noteToRetry:
 			r.settle(n.j)
 			r.insertRetry(n.item)
 		}
 	}
 	r.advance()
+	r.advanceReplays()
 }
 
 func (r *route) settle(j *job) {
@@ -918,6 +971,7 @@ func (r *route) publish(now time.Time, force bool) {
 		lastSuccess: r.lastSuccess, failingSince: r.failingSince, settledAhead: r.settledAhead,
 	}
 	r.statMu.Unlock()
+	r.publishReplays(now, force)
 	if !r.cpDirty || (!force && now.Sub(r.cpPushed) < checkpointEvery) {
 		return
 	}

@@ -154,6 +154,7 @@ func (s *Server) routes() {
 
 	s.subscriptionRoutes()
 	s.keyRoutes()
+	s.replayRoutes()
 }
 
 // handle registers one route. roles nil means no key is needed.

@@ -84,6 +84,6 @@ Run a server with "hooklog serve --dev" (embedded store in ./data, 127.0.0.1:808
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newServeCmd(), newConfigCmd(), newEventsCmd(), newSubsCmd(), newKeysCmd(), newBenchCmd(), newListenCmd())
+	root.AddCommand(newServeCmd(), newConfigCmd(), newEventsCmd(), newSubsCmd(), newKeysCmd(), newBenchCmd(), newListenCmd(), newReplayCmd())
 	return root
 }

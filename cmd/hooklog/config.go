@@ -65,6 +65,7 @@ var keys = []keySpec{
 	{"delivery.circuit_failures", "5", kindInt, "consecutive failed attempts that open a route's circuit (>= 1)"},
 	{"delivery.circuit_cooldown", "5s", kindDuration, "first wait of an open circuit before a probe; doubles up to 5m"},
 	{"delivery.drain_timeout", "10s", kindDuration, "on SIGTERM/SIGINT, how long deliveries in flight may finish"},
+	{"replay.max_window", "720h", kindDuration, "longest time window (to - from) one replay may cover"},
 }
 
 // devValues are what --dev sets: they override the file and the environment,
@@ -112,7 +113,8 @@ type config struct {
 		CircuitCooldown      time.Duration
 		DrainTimeout         time.Duration
 	}
-	Dev bool
+	Replay struct{ MaxWindow time.Duration }
+	Dev    bool
 	// File is the configuration file that was read, "" if none.
 	File string
 }
@@ -308,6 +310,7 @@ func decode(v *viper.Viper) (*config, error) {
 	c.Delivery.CircuitFailures = int(vals["delivery.circuit_failures"].(int64))
 	c.Delivery.CircuitCooldown = dur("delivery.circuit_cooldown")
 	c.Delivery.DrainTimeout = dur("delivery.drain_timeout")
+	c.Replay.MaxWindow = dur("replay.max_window")
 	return &c, nil
 }
 

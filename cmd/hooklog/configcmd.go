@@ -66,6 +66,7 @@ func (c *config) effective() [][2]string {
 		"delivery.circuit_failures":        fmt.Sprint(c.Delivery.CircuitFailures),
 		"delivery.circuit_cooldown":        c.Delivery.CircuitCooldown.String(),
 		"delivery.drain_timeout":           c.Delivery.DrainTimeout.String(),
+		"replay.max_window":                c.Replay.MaxWindow.String(),
 	}
 	out := make([][2]string, 0, len(keys))
 	for _, k := range keys {

@@ -41,6 +41,7 @@ func projectorConfig(cfg *config, log *slog.Logger) projector.Config {
 		CircuitFailures:  cfg.Delivery.CircuitFailures,
 		CircuitCooldown:  cfg.Delivery.CircuitCooldown,
 		Logger:           log,
+		Replay:           projector.ReplayConfig{MaxWindow: cfg.Replay.MaxWindow},
 	}
 }
 

@@ -3,6 +3,7 @@ package projector
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hooklog/hooklog/eventstore"
@@ -103,7 +105,9 @@ func DefaultUserAgent() string { return userAgent() }
 type Deliverer struct {
 	cfg       DelivererConfig
 	transport *http.Transport
-	client    *http.Client
+	targets   targetCache
+	bodies    bodyCache
+	macs      macCache
 }
 
 // NewDeliverer builds a Deliverer. Errors wrap ErrInvalidConfig and name the field.
@@ -129,13 +133,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
-	client := &http.Client{
-		Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse // a 3xx is the outcome, not followed
-		},
-	}
-	return &Deliverer{cfg: cfg, transport: tr, client: client}, nil
+	return &Deliverer{cfg: cfg, transport: tr}, nil
 }
 
 // Close closes idle connections. In-flight deliveries finish (or are
@@ -145,6 +143,10 @@ func (d *Deliverer) Close() { d.transport.CloseIdleConnections() }
 // Deliver makes one attempt to deliver r.Event to r.Sub and classifies it.
 // The attempt is bounded by the configured timeout and by ctx. It never
 // panics: an unexpected failure is a Failed outcome.
+//
+// The request goes to the transport directly: redirects are never followed
+// (a 3xx is the outcome), so http.Client would only copy the headers for
+// them.
 func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 	at := d.cfg.Now()
 	start := time.Now()
@@ -155,40 +157,50 @@ func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 		o.At = at
 		o.Duration = time.Since(start)
 	}()
-	body, err := Body(r.Event)
+	b, err := d.bodies.get(&r.Event)
 	if err != nil {
 		return Outcome{Kind: Failed, Err: short("encoding the body: " + err.Error())}
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout, &timeoutError{after: d.cfg.Timeout})
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.Sub.URL, bytes.NewReader(body))
+	target, err := d.targets.get(r.Sub.URL)
 	if err != nil {
 		return Outcome{Kind: Failed, Err: short("invalid url: " + err.Error())}
 	}
-	id := r.Event.ID.String()
-	h := req.Header
+	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout, &timeoutError{after: d.cfg.Timeout})
+	defer cancel()
+
+	unix := strconv.FormatInt(at.Unix(), 10)
+	sig := sign(&d.macs, r.Sub.ActiveSecrets(at), b.id, unix, b.body)
+	// One backing array for the values of the fixed headers.
+	vals := [...]string{"application/json", b.id, unix, sig, r.ReplayID, d.cfg.UserAgent}
+	h := make(http.Header, len(vals)+1+len(r.Sub.Headers))
 	for k, v := range r.Sub.Headers {
 		h.Set(k, v)
 	}
 	// Lower-case names as in the Standard Webhooks spec (and HTTP/2). The
 	// subscriptions package refuses custom headers that collide with these.
-	h["content-type"] = []string{"application/json"}
-	h["webhook-id"] = []string{id}
-	h["webhook-timestamp"] = []string{strconv.FormatInt(at.Unix(), 10)}
-	if sig := Sign(r.Sub.ActiveSecrets(at), id, at, body); sig != "" {
-		h["webhook-signature"] = []string{sig}
+	h["content-type"] = vals[0:1:1]
+	h["webhook-id"] = vals[1:2:2]
+	h["webhook-timestamp"] = vals[2:3:3]
+	if sig != "" {
+		h["webhook-signature"] = vals[3:4:4]
 	}
 	if r.ReplayID != "" {
-		h["webhook-replay"] = []string{r.ReplayID}
+		h["webhook-replay"] = vals[4:5:5]
 	}
-	h["User-Agent"] = []string{d.cfg.UserAgent} // canonical: net/http looks it up so
+	h["User-Agent"] = vals[5:6:6] // canonical: net/http looks it up so
 	// An empty Idempotency-Key (not sent) lets net/http re-send the POST when
 	// a kept-alive connection turns out to be closed by the endpoint. That is
 	// safe: delivery is at least once and the copy has the same webhook-id;
 	// without it the race with an endpoint's idle timeout fails the attempt.
+	// The re-send reads the body again through GetBody.
 	h["Idempotency-Key"] = []string{}
 
-	resp, err := d.client.Do(req)
+	req := target.WithContext(ctx) // a copy; the cached URL is only read
+	req.Header = h
+	req.ContentLength = int64(len(b.body))
+	req.Body = newBodyReader(b.body)
+	req.GetBody = b.getBody
+	resp, err := d.transport.RoundTrip(req)
 	if err != nil {
 		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
 			var te *timeoutError
@@ -198,10 +210,126 @@ func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 		}
 		return classify(nil, err, d.cfg.Now())
 	}
-	_, _ = io.CopyN(io.Discard, resp.Body, MaxResponseRead)
+	if resp.ContentLength != 0 {
+		_, _ = io.CopyN(io.Discard, resp.Body, MaxResponseRead)
+	}
 	_ = resp.Body.Close()
 	return classify(resp, nil, d.cfg.Now())
 }
+
+// bodyReader is a delivery's request body.
+type bodyReader struct{ bytes.Reader }
+
+func newBodyReader(b []byte) *bodyReader {
+	r := &bodyReader{}
+	r.Reset(b)
+	return r
+}
+
+func (*bodyReader) Close() error { return nil }
+
+// maxTargets bounds targetCache; past it the cache starts over.
+const maxTargets = 4096
+
+// targetCache keeps a request template per subscription URL, parsed once:
+// POST to the URL, with no header, body or context yet.
+type targetCache struct {
+	m sync.Map // url → *http.Request or error
+	n atomic.Int64
+}
+
+func (c *targetCache) get(url string) (*http.Request, error) {
+	v, ok := c.m.Load(url)
+	if !ok {
+		req, err := http.NewRequest(http.MethodPost, url, nil)
+		if err != nil {
+			v = err
+		} else {
+			req.Header = nil
+			v = req
+		}
+		if c.n.Add(1) > maxTargets {
+			c.m.Clear()
+			c.n.Store(1)
+		}
+		c.m.Store(url, v)
+	}
+	if err, ok := v.(error); ok {
+		return nil, err
+	}
+	return v.(*http.Request), nil
+}
+
+// cachedBody is the body of one event and what it was made of.
+type cachedBody struct {
+	ev   eventstore.Event // the fields Body reads; Data shares the event's array
+	id   string           // the event id, as webhook-id
+	body []byte
+}
+
+func (b *cachedBody) getBody() (io.ReadCloser, error) { return newBodyReader(b.body), nil }
+
+func (b *cachedBody) matches(e *eventstore.Event) bool {
+	c := &b.ev
+	return c.ID == e.ID && c.Position == e.Position && c.Type == e.Type && c.Stream == e.Stream &&
+		c.Tenant == e.Tenant && c.RecordedAt.Equal(e.RecordedAt) && bytes.Equal(c.Data, e.Data)
+}
+
+// Bounds of bodyCache. Routes that read the log on their own drift
+// thousands of events apart, so the cache has many slots; its memory is
+// bounded by bytes (bodies and the data they share with their events).
+const (
+	bodySlots      = 16384
+	bodyCacheBytes = 8 << 20
+	maxCachedBody  = 64 << 10
+)
+
+// bodyCache remembers the bodies of recent events, so an event delivered to
+// several subscriptions is encoded (and its data checked) once. It is
+// direct-mapped on the event id; a body is reused only for an event equal in
+// every field Body reads (the data compared bytewise, which is quick when the
+// routes share the event's array, as attached routes do).
+type bodyCache struct {
+	slots [bodySlots]atomic.Pointer[cachedBody]
+	bytes atomic.Int64
+}
+
+func (c *bodyCache) get(e *eventstore.Event) (*cachedBody, error) {
+	i := binary.LittleEndian.Uint64(e.ID[8:]) % bodySlots
+	if b := c.slots[i].Load(); b != nil && b.matches(e) {
+		return b, nil
+	}
+	body, err := Body(*e)
+	if err != nil {
+		return nil, err
+	}
+	b := &cachedBody{id: e.ID.String(), body: body, ev: eventstore.Event{
+		ID: e.ID, Position: e.Position, Type: e.Type, Stream: e.Stream, Tenant: e.Tenant, RecordedAt: e.RecordedAt, Data: e.Data,
+	}}
+	if b.size() <= maxCachedBody {
+		c.store(i, b)
+	}
+	return b, nil
+}
+
+// store puts b in slot i; past the byte budget it empties the slots that
+// follow until a quarter of the budget is free.
+func (c *bodyCache) store(i uint64, b *cachedBody) {
+	n := b.size()
+	if old := c.slots[i].Swap(b); old != nil {
+		n -= old.size()
+	}
+	if c.bytes.Add(n) <= bodyCacheBytes {
+		return
+	}
+	for j := uint64(1); j < bodySlots && c.bytes.Load() > bodyCacheBytes*3/4; j++ {
+		if old := c.slots[(i+j)%bodySlots].Swap(nil); old != nil {
+			c.bytes.Add(-old.size())
+		}
+	}
+}
+
+func (b *cachedBody) size() int64 { return int64(len(b.body) + len(b.ev.Data)) }
 
 // Body is the JSON body of a delivery:
 // {"id","type","timestamp","stream","position","tenant","data"}, where

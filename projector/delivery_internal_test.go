@@ -1,0 +1,136 @@
+package projector
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hooklog/hooklog/eventstore"
+)
+
+func cacheEvent() eventstore.Event {
+	return eventstore.Event{
+		ID: uuid.Must(uuid.NewV7()), Stream: "s-1", Type: "t.1", Tenant: "acme",
+		Data: json.RawMessage(`{"a":1}`), Position: eventstore.Position{Lo: 7},
+		RecordedAt: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC),
+	}
+}
+
+// TestBodyCache: a body is reused only for an event equal in every field
+// Body reads; anything else is encoded afresh.
+func TestBodyCache(t *testing.T) {
+	t.Parallel()
+	var c bodyCache
+	e := cacheEvent()
+	b1, err := c.get(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := e
+	same.Data = json.RawMessage(`{"a":1}`) // equal bytes, another array
+	if b2, _ := c.get(&same); b2 != b1 {
+		t.Error("an equal event was encoded again")
+	}
+	for name, change := range map[string]func(*eventstore.Event){
+		"data":        func(e *eventstore.Event) { e.Data = json.RawMessage(`{"a":2}`) },
+		"type":        func(e *eventstore.Event) { e.Type = "t.2" },
+		"stream":      func(e *eventstore.Event) { e.Stream = "s-2" },
+		"tenant":      func(e *eventstore.Event) { e.Tenant = "" },
+		"position":    func(e *eventstore.Event) { e.Position.Lo++ },
+		"recorded_at": func(e *eventstore.Event) { e.RecordedAt = e.RecordedAt.Add(time.Microsecond) },
+	} {
+		o := e
+		change(&o)
+		got, err := c.get(&o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := Body(o)
+		if !bytes.Equal(got.body, want) {
+			t.Errorf("%s changed: body %s, want %s", name, got.body, want)
+		}
+		c.get(&e) // put the original back
+	}
+	bad := cacheEvent()
+	bad.Data = json.RawMessage(`{not json`)
+	if _, err := c.get(&bad); err == nil {
+		t.Error("invalid data was not refused")
+	}
+}
+
+// TestBodyCacheBudget: the cache's bytes stay within its budget, and large
+// bodies are not kept.
+func TestBodyCacheBudget(t *testing.T) {
+	t.Parallel()
+	var c bodyCache
+	data := json.RawMessage(`{"pad":"` + strings.Repeat("x", 4000) + `"}`)
+	for range 3 * bodyCacheBytes / 8000 {
+		e := cacheEvent()
+		e.Data = data
+		if _, err := c.get(&e); err != nil {
+			t.Fatal(err)
+		}
+		if n := c.bytes.Load(); n > bodyCacheBytes+2*maxCachedBody {
+			t.Fatalf("cache holds %d bytes, budget %d", n, bodyCacheBytes)
+		}
+	}
+	var sum int64
+	for i := range c.slots {
+		if b := c.slots[i].Load(); b != nil {
+			sum += b.size()
+		}
+	}
+	if sum != c.bytes.Load() {
+		t.Errorf("slots hold %d bytes, the count says %d", sum, c.bytes.Load())
+	}
+	big := cacheEvent()
+	big.Data = json.RawMessage(`{"pad":"` + strings.Repeat("x", maxCachedBody) + `"}`)
+	b1, _ := c.get(&big)
+	if b2, _ := c.get(&big); b1 == b2 {
+		t.Error("a body larger than maxCachedBody was kept")
+	}
+}
+
+// TestSignReusesMACs: signatures made with reused HMAC states are those of
+// fresh ones, secret after secret.
+func TestSignReusesMACs(t *testing.T) {
+	t.Parallel()
+	var c macCache
+	secrets := []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not base64!", "whsec_" + strings.Repeat("QUJD", 30)}
+	for i := range 20 {
+		id := uuid.NewString()
+		body := []byte(strings.Repeat("b", i*37))
+		ts := time.Unix(1_700_000_000+int64(i), 0)
+		ss := secrets[i%len(secrets):]
+		want := Sign(ss, id, ts, body)
+		if got := sign(&c, ss, id, strconv.FormatInt(ts.Unix(), 10), body); got != want {
+			t.Fatalf("reused: %q, want %q", got, want)
+		}
+	}
+}
+
+// TestTargetCache: a URL is parsed once; a bad one keeps its error.
+func TestTargetCache(t *testing.T) {
+	t.Parallel()
+	var c targetCache
+	r1, err := c.get("http://127.0.0.1:8080/hooks?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2, _ := c.get("http://127.0.0.1:8080/hooks?x=1"); r2 != r1 {
+		t.Error("the URL was parsed again")
+	}
+	if r1.Method != "POST" || r1.Host != "127.0.0.1:8080" || r1.URL.RequestURI() != "/hooks?x=1" || r1.Header != nil {
+		t.Errorf("template %+v", r1)
+	}
+	for range 2 {
+		if _, err := c.get("://no-scheme"); err == nil {
+			t.Error("a bad URL was accepted")
+		}
+	}
+}

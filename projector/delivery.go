@@ -217,16 +217,10 @@ func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 	return classify(resp, nil, d.cfg.Now())
 }
 
-// bodyReader is a delivery's request body.
-type bodyReader struct{ bytes.Reader }
-
-func newBodyReader(b []byte) *bodyReader {
-	r := &bodyReader{}
-	r.Reset(b)
-	return r
-}
-
-func (*bodyReader) Close() error { return nil }
+// newBodyReader is a delivery's request body. net/http writes the head and
+// a body it knows to be in memory (a *bytes.Reader, also inside NopCloser)
+// with one write; any other body gets a write of its own.
+func newBodyReader(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
 
 // maxTargets bounds targetCache; past it the cache starts over.
 const maxTargets = 4096

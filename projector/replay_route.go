@@ -17,9 +17,11 @@ import (
 // reads the window from the log into a small feed, and the route starts its
 // deliveries in the spare capacity of its own window and rate limit. Live
 // work always goes first: a replay attempt starts only when the route has
-// no live attempt to start, and replay attempts hold at most half of the
-// in-flight window (one on ordered routes), so a live event always finds a
-// free slot or waits for at most one replay attempt. Replay attempts carry
+// no live attempt to start, and replay attempts leave a quarter of the
+// in-flight window (at least one slot) free, so live events find a free slot
+// at once (up to that quarter at a time) or take the next one that frees; on
+// an ordered route (one slot) a live event waits for at most one replay
+// attempt. Replay attempts carry
 // webhook-replay and the event's own webhook-id.
 //
 // A replay's failures are retried on the subscription's schedule, in memory
@@ -78,12 +80,15 @@ type replayBatch struct {
 	err    error // a read error that will not go away: the replay fails
 }
 
-// replayCap is how many replay attempts a route runs at once.
+// replayCap is how many replay attempts a route runs at once: its window
+// less a quarter (at least one slot) kept free for live work, which also
+// takes every slot that frees up while it has any.
 func (r *route) replayCap() int {
-	if r.ordered {
+	w := r.window()
+	if w <= 1 {
 		return 1
 	}
-	return max(1, r.window()/2)
+	return w - max(1, w/4)
 }
 
 // syncReplays makes the route's replay cursors match the running parts of
@@ -347,10 +352,21 @@ func (c *replayCursor) finished() bool {
 	return c.ended && len(c.pending) == 0 && len(c.retries) == 0 && c.head == nil && c.inFlight == 0 && c.outHead == len(c.out)
 }
 
+// replayMaxAwaiting bounds the attempts of a route handed to the outcome
+// batcher and not yet committed, past which replays start nothing: a replay
+// runs as fast as outcomes are recorded, and never fills the batcher's queue
+// (a full queue would hold up the route's live attempts).
+func (r *route) replayMaxAwaiting() int { return max(r.p.cfg.OutcomeBatch/2, 2*r.window()) }
+
+// replayRoom reports whether the route has room for one more replay attempt.
+func (r *route) replayRoom() bool {
+	return len(r.rcs) > 0 && r.inFlight < r.window() && r.replayInFlight < r.replayCap() && r.awaiting < r.replayMaxAwaiting()
+}
+
 // nextReplay picks a replay job for a free slot, round robin over the
 // route's replays: due retries first, then fresh events.
 func (r *route) nextReplay(now time.Time) (*job, time.Time) {
-	if len(r.rcs) == 0 || r.inFlight >= r.window() || r.replayInFlight >= r.replayCap() {
+	if !r.replayRoom() {
 		return nil, time.Time{}
 	}
 	var wakeAt time.Time
@@ -408,7 +424,7 @@ func (c *replayCursor) next(now time.Time, ordered bool) (*job, time.Time) {
 
 // hasReplayWork reports whether nextReplay could return a job now.
 func (r *route) hasReplayWork(now time.Time) bool {
-	if len(r.rcs) == 0 || r.inFlight >= r.window() || r.replayInFlight >= r.replayCap() {
+	if !r.replayRoom() {
 		return false
 	}
 	for _, c := range r.rcs {

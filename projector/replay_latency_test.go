@@ -1,0 +1,70 @@
+package projector_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hooklog/hooklog/projector"
+	"github.com/hooklog/hooklog/replays"
+	"github.com/hooklog/hooklog/subscriptions"
+)
+
+// TestReplayKeepsLiveLatency: a replay of 50,000 events to an endpoint that
+// also receives live traffic leaves the live p99 latency within 2x of its
+// value without the replay. With -short, and under the race detector, the
+// window holds 5,000 events (and the race detector's bound is looser: it
+// makes the CPU, which the two kinds of traffic then share, the limit).
+func TestReplayKeepsLiveLatency(t *testing.T) {
+	n := 50000
+	if testing.Short() || raceEnabled {
+		n = 5000
+	}
+	forStores(t, func(t *testing.T, open opener) {
+		e := newEnv(t, open, nil)
+		ctx := context.Background()
+		from := time.Now()
+		e.appendBatch("lat-1", "thing.happened", n)
+		to := time.Now()
+		rc := newLatencyReceiver(t)
+		sub := e.create(subscriptions.CreateParams{URL: rc.URL()})
+		time.Sleep(50 * time.Millisecond)
+
+		const rate, chunk = 200, 100
+		trickle(t, e.store, "lat-2", 2*chunk, rate, rc)
+		waitFor(t, 10*time.Second, "baseline deliveries", func() bool { return len(rc.received()) >= 2*chunk })
+		base := rc.takeLatencies()
+
+		r, err := e.p.CreateReplay(ctx, projector.ReplayParams{Subscriptions: []string{sub.ID}, From: from, To: to})
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := time.Now()
+		for {
+			trickle(t, e.store, "lat-2", chunk, rate, rc)
+			got, err := e.p.Replay(ctx, r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Running() || time.Since(started) > 2*time.Minute {
+				r = got
+				break
+			}
+		}
+		took := time.Since(started)
+		time.Sleep(100 * time.Millisecond)
+		during := rc.takeLatencies()
+		if r.Status != replays.StatusCompleted || r.Delivered != int64(n) {
+			t.Fatalf("replay: %s, %d of %d delivered in %s", r.Status, r.Delivered, n, took)
+		}
+		t.Logf("replay of %d events in %s (%.0f/s); live p50/p99 %s/%s without, %s/%s during (%d samples)",
+			n, took.Round(time.Millisecond), float64(n)/took.Seconds(), pct(base, 50), pct(base, 99), pct(during, 50), pct(during, 99), len(during))
+		factor, slack := time.Duration(2), 5*time.Millisecond
+		if raceEnabled {
+			factor, slack = 4, 50*time.Millisecond
+		}
+		if limit := factor*pct(base, 99) + slack; pct(during, 99) > limit {
+			t.Errorf("live p99 %s during the replay, more than %dx the %s without (+%s)", pct(during, 99), factor, pct(base, 99), slack)
+		}
+	})
+}

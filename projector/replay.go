@@ -91,6 +91,12 @@ type ReplayParams struct {
 // at once. A rejected request writes nothing and returns a
 // *eventstore.ValidationError (unknown subscription, to <= from, window
 // longer than ReplayConfig.MaxWindow).
+//
+// A named subscription that is paused or disabled is accepted: its part
+// waits until it is resumed (the replay stays running until then, or until
+// cancelled); "all" takes the active subscriptions only. A subscription
+// deleted during the replay ends its part with what it delivered. A window
+// that reaches into the future runs until the clock passes its end.
 func (p *Projector) CreateReplay(ctx context.Context, rp ReplayParams) (replays.Replay, error) {
 	if err := p.replays.Check(rp.From, rp.To, rp.EventTypes); err != nil {
 		return replays.Replay{}, err

@@ -274,22 +274,35 @@ func (b *batcher) flush(buf []batchItem) {
 
 // build turns a flush into one StateCommit: the delivery.attempts event, the
 // index entries of each attempt, the items' own ops, checkpoints, and last
-// the deletions of deleted subscriptions' state.
+// the deletions of deleted subscriptions' state. The attempt records and
+// index keys share one buffer (the store reads them until CommitState returns).
 func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte) eventstore.StateCommit {
-	n := 0
+	n, attempts := 0, 0
 	for _, it := range buf {
-		n += 3 + len(it.ops)
+		n += len(it.ops)
+		if it.attempt != nil {
+			attempts++
+			n += 3
+		}
 	}
 	ops := make([]eventstore.StateOp, 0, n+len(cps)+len(deletes)*len(subBuckets))
-	var encoded, encSubs [][]byte
+	records := make([][]byte, 0, attempts)
+	recSubs := make([][]byte, 0, attempts)
+	arena := make([]byte, 0, attempts*(attemptRecordSize+attemptKeysSize))
 	empty := []byte{}
 	for _, it := range buf {
 		if a := it.attempt; a != nil {
-			enc := appendAttempt(make([]byte, 0, 320+len(a.Error)), a)
-			encoded, encSubs = append(encoded, enc), append(encSubs, it.sub)
-			main, byEvent, byStatus := attemptKeys(it.sub, a)
+			if cap(arena)-len(arena) < attemptRecordSize+attemptKeysSize+len(a.Error)+len(a.ReplayID) {
+				arena = make([]byte, 0, max(cap(arena), 4096))
+			}
+			start := len(arena)
+			arena = appendAttemptRecord(arena, a)
+			rec := arena[start:len(arena):len(arena)]
+			var main, byEvent, byStatus []byte
+			arena, main, byEvent, byStatus = appendAttemptKeys(arena, it.sub, a)
+			records, recSubs = append(records, rec), append(recSubs, it.sub)
 			ops = append(ops,
-				eventstore.StateOp{Bucket: bucketAttempts, Key: main, Value: enc},
+				eventstore.StateOp{Bucket: bucketAttempts, Key: main, Value: rec},
 				eventstore.StateOp{Bucket: bucketAttemptsByEvent, Key: byEvent, Value: empty})
 			if byStatus != nil {
 				ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByStatus, Key: byStatus, Value: empty})
@@ -306,11 +319,11 @@ func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte
 		}
 	}
 	c := eventstore.StateCommit{Ops: ops}
-	if len(encoded) > 0 {
+	if len(records) > 0 {
 		c.Appends = []eventstore.AppendParams{{
 			Stream:   DeliveriesStream,
 			Expected: eventstore.Any,
-			Events:   []eventstore.ProposedEvent{{Type: TypeAttempts, Data: attemptsData(encSubs, encoded)}},
+			Events:   []eventstore.ProposedEvent{{Type: TypeAttempts, Data: attemptsData(recSubs, records)}},
 		}}
 	}
 	return c

@@ -209,7 +209,7 @@ func (p *Projector) Deliveries(ctx context.Context, subID string, q DeliveriesQu
 					return nil, fmt.Errorf("projector: deliveries: %w", err)
 				}
 				var a Attempt
-				if json.Unmarshal(v, &a) == nil && (q.Status == "" || a.Status == q.Status) && len(out) < limit {
+				if decodeAttempt(v, &a) == nil && (q.Status == "" || a.Status == q.Status) && len(out) < limit {
 					out = append(out, a)
 				}
 			}
@@ -223,7 +223,7 @@ func (p *Projector) Deliveries(ctx context.Context, subID string, q DeliveriesQu
 	err = p.state.ScanState(ctx, eventstore.ScanParams{Bucket: bucketAttempts, Prefix: key, Reverse: true}, func(_, v []byte) error {
 		scanned++
 		var a Attempt
-		if json.Unmarshal(v, &a) == nil && (q.Status == "" || a.Status == q.Status) {
+		if decodeAttempt(v, &a) == nil && (q.Status == "" || a.Status == q.Status) {
 			out = append(out, a)
 		}
 		if len(out) >= limit || scanned >= deliveriesMaxScan {
@@ -358,7 +358,7 @@ func (p *Projector) pruneAttempts(ctx context.Context, key []byte, cutoff time.T
 			}
 			n++
 			var a Attempt
-			_ = json.Unmarshal(v, &a)
+			_ = decodeAttempt(v, &a)
 			main, byEvent, byStatus := attemptKeys(key, &a)
 			ops = append(ops, eventstore.StateOp{Bucket: bucketAttempts, Key: bytes.Clone(k), Delete: true})
 			if bytes.Equal(main, k) { // the record is readable: its index entries too

@@ -28,10 +28,20 @@ type ReplayConfig struct {
 	// has it within checkpointEvery, and GET /v1/replays/{id} shows the live
 	// figures.
 	ProgressEvery time.Duration
+	// LiveRate paces replays on a subscription that has live traffic (a
+	// live attempt started in the last 500ms): they start at most this many
+	// attempts per second, so their deliveries and outcome records leave
+	// the live deliveries their latency. Without live traffic a replay runs
+	// as fast as the endpoint's window allows. Default
+	// DefaultReplayLiveRate; negative: no pacing.
+	LiveRate float64
 }
 
-// DefaultReplayProgressEvery is ReplayConfig.ProgressEvery's default.
-const DefaultReplayProgressEvery = 2 * time.Second
+// Defaults of ReplayConfig.
+const (
+	DefaultReplayProgressEvery = 2 * time.Second
+	DefaultReplayLiveRate      = 2000
+)
 
 func (c ReplayConfig) withDefaults() (ReplayConfig, error) {
 	switch {
@@ -45,6 +55,9 @@ func (c ReplayConfig) withDefaults() (ReplayConfig, error) {
 	}
 	if c.ProgressEvery == 0 {
 		c.ProgressEvery = DefaultReplayProgressEvery
+	}
+	if c.LiveRate == 0 {
+		c.LiveRate = DefaultReplayLiveRate
 	}
 	return c, nil
 }

@@ -11,16 +11,32 @@ import (
 )
 
 // TestReplayKeepsLiveLatency: a replay of 50,000 events to an endpoint that
-// also receives live traffic leaves the live p99 latency within 2x of its
-// value without the replay. With -short, and under the race detector, the
-// window holds 5,000 events (and the race detector's bound is looser: it
-// makes the CPU, which the two kinds of traffic then share, the limit).
+// also receives live traffic leaves the live p99 latency (append to
+// receipt) within 2x of its value without the replay, plus 5ms for the
+// scheduling noise of a shared two-core machine on which the receiver runs
+// in the test process. While live events flow the replay is paced
+// (ReplayConfig.LiveRate, 2,000/s: about 25s for 50,000 events). With
+// -short, and under the race detector, the window holds 5,000 events (and
+// the race detector's bound is looser: it makes the CPU, which the two
+// kinds of traffic then share, the limit).
 func TestReplayKeepsLiveLatency(t *testing.T) {
 	n := 50000
 	if testing.Short() || raceEnabled {
 		n = 5000
 	}
-	forStores(t, func(t *testing.T, open opener) {
+	t.Parallel()
+	// One store after the other: each compares its own live latency with
+	// and without a replay, which the other's replay would disturb.
+	for _, c := range []struct {
+		name string
+		open opener
+	}{{"embedded", openEmbedded}, {"postgres", openPostgres}} {
+		t.Run(c.name, func(t *testing.T) { replayLiveLatency(t, c.open, n) })
+	}
+}
+
+func replayLiveLatency(t *testing.T, open opener, n int) {
+	{
 		e := newEnv(t, open, nil)
 		ctx := context.Background()
 		from := time.Now()
@@ -31,8 +47,8 @@ func TestReplayKeepsLiveLatency(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 
 		const rate, chunk = 200, 100
-		trickle(t, e.store, "lat-2", 2*chunk, rate, rc)
-		waitFor(t, 10*time.Second, "baseline deliveries", func() bool { return len(rc.received()) >= 2*chunk })
+		trickle(t, e.store, "lat-2", 4*chunk, rate, rc)
+		waitFor(t, 10*time.Second, "baseline deliveries", func() bool { return len(rc.received()) >= 4*chunk })
 		base := rc.takeLatencies()
 
 		r, err := e.p.CreateReplay(ctx, projector.ReplayParams{Subscriptions: []string{sub.ID}, From: from, To: to})
@@ -66,5 +82,5 @@ func TestReplayKeepsLiveLatency(t *testing.T) {
 		if limit := factor*pct(base, 99) + slack; pct(during, 99) > limit {
 			t.Errorf("live p99 %s during the replay, more than %dx the %s without (+%s)", pct(during, 99), factor, pct(base, 99), slack)
 		}
-	})
+	}
 }

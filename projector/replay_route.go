@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/time/rate"
 
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/replays"
@@ -21,8 +22,12 @@ import (
 // in-flight window (at least one slot) free, so live events find a free slot
 // at once (up to that quarter at a time) or take the next one that frees; on
 // an ordered route (one slot) a live event waits for at most one replay
-// attempt. Replay attempts carry
-// webhook-replay and the event's own webhook-id.
+// attempt. While the route has live traffic, its replays also start at most
+// ReplayConfig.LiveRate attempts per second: against a fast endpoint a
+// replay would otherwise take the CPU and the store's commits (every attempt
+// is recorded) from the live deliveries; against a remote one the window is
+// the bound anyway. Replay attempts carry webhook-replay and the event's own
+// webhook-id.
 //
 // A replay's failures are retried on the subscription's schedule, in memory
 // and in place (ordered routes) or out of order (others), never through the
@@ -90,6 +95,10 @@ func (r *route) replayCap() int {
 	}
 	return w - max(1, w/4)
 }
+
+// liveActive: a route whose last live attempt started this recently has
+// live traffic, and its replays are paced (ReplayConfig.LiveRate).
+const liveActive = 500 * time.Millisecond
 
 // syncReplays makes the route's replay cursors match the running parts of
 // its subscription.
@@ -363,11 +372,30 @@ func (r *route) replayRoom() bool {
 	return len(r.rcs) > 0 && r.inFlight < r.window() && r.replayInFlight < r.replayCap() && r.awaiting < r.replayMaxAwaiting()
 }
 
+// replayPace returns the limiter replays start their attempts through while
+// the route has live traffic, nil when they are not paced now.
+func (r *route) replayPace(now time.Time) *rate.Limiter {
+	lr := r.p.cfg.Replay.LiveRate
+	if lr <= 0 || now.Sub(r.liveAt) >= liveActive {
+		return nil
+	}
+	if r.replayLim == nil {
+		r.replayLim = rate.NewLimiter(rate.Limit(lr), max(1, int(lr/100))) // 10ms worth
+	}
+	return r.replayLim
+}
+
 // nextReplay picks a replay job for a free slot, round robin over the
 // route's replays: due retries first, then fresh events.
 func (r *route) nextReplay(now time.Time) (*job, time.Time) {
 	if !r.replayRoom() {
 		return nil, time.Time{}
+	}
+	if lim := r.replayPace(now); lim != nil {
+		if lim.TokensAt(now) < 1 {
+			return nil, now.Add(time.Duration(float64(time.Second) / float64(lim.Limit())))
+		}
+		lim.AllowN(now, 1)
 	}
 	var wakeAt time.Time
 	n := len(r.rcs)

@@ -171,6 +171,8 @@ type route struct {
 	replayGen      uint64
 	replayInFlight int
 	replayNext     int
+	liveAt         time.Time // the last live attempt started
+	replayLim      *rate.Limiter
 	replayReaders  sync.WaitGroup
 }
 
@@ -744,6 +746,8 @@ func (r *route) start(j *job, now time.Time) {
 	if j.rc != nil {
 		j.rc.inFlight++
 		r.replayInFlight++
+	} else {
+		r.liveAt = now
 	}
 	t := task{j: j, sub: r.sub, attempt: j.attempts + 1}
 	select {

@@ -313,3 +313,65 @@ func TestReplayRequestErrors(t *testing.T) {
 		t.Errorf("all for acme: %+v", r)
 	}
 }
+
+// TestReplayFailuresNeverDeadLetter: a replay's failing deliveries follow the
+// subscription's retry schedule and are then counted as failed; they never
+// reach the route's retry queue or dead letters, and live delivery goes on.
+func TestReplayFailuresNeverDeadLetter(t *testing.T) {
+	forStores(t, func(t *testing.T, open opener) {
+		e := newEnv(t, open, nil)
+		ctx := context.Background()
+		rc := newReceiver(t)
+		from := time.Now()
+		good := e.appendN("rf-1", "thing.good", "", 5)
+		bad := e.appendN("rf-1", "thing.bad", "", 3)
+		to := time.Now()
+		badIDs := map[string]bool{}
+		for _, id := range ids(bad) {
+			badIDs[id] = true
+		}
+		// Replayed deliveries of the bad events fail; everything else succeeds.
+		rc.setAnswer(func(_ http.ResponseWriter, r *http.Request, _ int) int {
+			if r.Header.Get("webhook-replay") != "" && badIDs[r.Header.Get("webhook-id")] {
+				return http.StatusInternalServerError
+			}
+			return http.StatusOK
+		})
+		sub := e.create(subscriptions.CreateParams{URL: rc.URL(), Retry: &subscriptions.RetryPolicy{Schedule: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond}, MaxAge: time.Hour}})
+		r, err := e.p.CreateReplay(ctx, projector.ReplayParams{Subscriptions: []string{sub.ID}, From: from, To: to})
+		if err != nil {
+			t.Fatal(err)
+		}
+		live := e.appendN("rf-2", "thing.live", "", 1)
+		r = waitReplay(t, e.p, r.ID, 20*time.Second)
+		if r.Status != replays.StatusCompleted || r.Delivered != int64(len(good)) || r.Failed != int64(len(bad)) {
+			t.Errorf("replay: %s, %d delivered, %d failed; want completed, %d and %d", r.Status, r.Delivered, r.Failed, len(good), len(bad))
+		}
+		for _, id := range ids(bad) {
+			n := 0
+			for _, h := range rc.all() {
+				if h.ID == id {
+					n++
+				}
+			}
+			if n != 3 {
+				t.Errorf("bad event %s: %d attempts, want 3 (the first and the schedule's two retries)", id, n)
+			}
+		}
+		waitFor(t, 10*time.Second, "the live delivery", func() bool { return slices.Contains(rc.succeeded(), live[0].ID.String()) })
+		st, err := e.p.Status(ctx, sub.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.DeadLetters != 0 {
+			t.Errorf("%d dead letters from a replay", st.DeadLetters)
+		}
+		atts, err := e.p.Deliveries(ctx, sub.ID, projector.DeliveriesQuery{Status: projector.StatusDead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(atts) != 0 {
+			t.Errorf("%d dead attempts listed", len(atts))
+		}
+	})
+}

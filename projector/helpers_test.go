@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/embedded"
+	"github.com/hooklog/hooklog/eventstore/esdb"
+	"github.com/hooklog/hooklog/eventstore/esdb/esdbtest"
 	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
 	"github.com/hooklog/hooklog/projector"
 	"github.com/hooklog/hooklog/subscriptions"
@@ -51,14 +54,39 @@ func openPostgres(t testing.TB) (eventstore.Store, eventstore.StateStore) {
 	return s, stateOf(t, s)
 }
 
-// forStores runs fn on the embedded store and on PostgreSQL, in parallel.
+// openESDB opens the esdb backend on an in-process KurrentDB test server (a
+// real gRPC server on 127.0.0.1), with its side state in a fresh PostgreSQL
+// schema.
+func openESDB(t testing.TB) (eventstore.Store, eventstore.StateStore) {
+	t.Helper()
+	pgtest.URL(t)
+	srv := esdbtest.Start(t)
+	schema := pgtest.Schema(t)
+	pg := pgtest.Open(t, schema)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := esdb.Open(ctx, esdb.Config{URL: srv.URL(), Postgres: pg, Schema: schema, TimeIndexInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("esdb.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, stateOf(t, s)
+}
+
+// onStandIn reports whether t runs on the esdb backend's in-process test
+// server. Its behaviour is the real server's, its speed is not: latency
+// bounds are logged there rather than enforced.
+func onStandIn(t testing.TB) bool { return strings.HasSuffix(t.Name(), "/esdb") }
+
+// forStores runs fn on the embedded store, PostgreSQL and esdb (on the
+// in-process test server), in parallel.
 func forStores(t *testing.T, fn func(t *testing.T, open opener)) {
 	t.Helper()
 	t.Parallel()
 	for _, c := range []struct {
 		name string
 		open opener
-	}{{"embedded", openEmbedded}, {"postgres", openPostgres}} {
+	}{{"embedded", openEmbedded}, {"postgres", openPostgres}, {"esdb", openESDB}} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			fn(t, c.open)

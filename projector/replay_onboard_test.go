@@ -137,7 +137,7 @@ func TestStartBeginningTenThousand(t *testing.T) {
 		if raceEnabled {
 			factor, slack = 4, 50*time.Millisecond
 		}
-		if limit := factor*pct(base, 99) + slack; pct(during, 99) > limit {
+		if limit := factor*pct(base, 99) + slack; pct(during, 99) > limit && !onStandIn(t) {
 			t.Errorf("live p99 %s while another subscription catches up, more than %dx the %s without (+%s)", pct(during, 99), factor, pct(base, 99), slack)
 		}
 	})

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -273,42 +274,67 @@ func (b *batcher) flush(buf []batchItem) {
 }
 
 // build turns a flush into one StateCommit: the delivery.attempts event, the
-// index entries of each attempt, the items' own ops, checkpoints, and last
-// the deletions of deleted subscriptions' state. The attempt records and
-// index keys share one buffer (the store reads them until CommitState returns).
+// attempts index (one group entry per subscription holding its attempt
+// records, and the index entries of each attempt), the items' own ops,
+// checkpoints, and last the deletions of deleted subscriptions' state.
 func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte) eventstore.StateCommit {
 	n, attempts := 0, 0
 	for _, it := range buf {
 		n += len(it.ops)
 		if it.attempt != nil {
 			attempts++
-			n += 3
+			n += 2
 		}
 	}
-	ops := make([]eventstore.StateOp, 0, n+len(cps)+len(deletes)*len(subBuckets))
-	records := make([][]byte, 0, attempts)
-	recSubs := make([][]byte, 0, attempts)
-	arena := make([]byte, 0, attempts*(attemptRecordSize+attemptKeysSize))
-	empty := []byte{}
+	type member struct{ byEvent, byStatus []byte }
+	type group struct {
+		sub     []byte
+		records []byte
+		latest  *Attempt
+		tail    []byte // at | id of latest
+		members []member
+	}
+	var order []*group
+	bySub := make(map[string]*group, 16)
+	// The index keys share one buffer (the store reads them until CommitState returns).
+	arena := make([]byte, 0, attempts*attemptKeysSize)
+	var ops []eventstore.StateOp
 	for _, it := range buf {
 		if a := it.attempt; a != nil {
-			if cap(arena)-len(arena) < attemptRecordSize+attemptKeysSize+len(a.Error)+len(a.ReplayID) {
-				arena = make([]byte, 0, max(cap(arena), 4096))
+			g := bySub[string(it.sub)]
+			if g == nil {
+				g = &group{sub: it.sub}
+				bySub[string(it.sub)] = g
+				order = append(order, g)
 			}
-			start := len(arena)
-			arena = appendAttemptRecord(arena, a)
-			rec := arena[start:len(arena):len(arena)]
+			g.records = appendAttemptRecord(g.records, a)
 			var main, byEvent, byStatus []byte
 			arena, main, byEvent, byStatus = appendAttemptKeys(arena, it.sub, a)
-			records, recSubs = append(records, rec), append(recSubs, it.sub)
-			ops = append(ops,
-				eventstore.StateOp{Bucket: bucketAttempts, Key: main, Value: rec},
-				eventstore.StateOp{Bucket: bucketAttemptsByEvent, Key: byEvent, Value: empty})
-			if byStatus != nil {
-				ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByStatus, Key: byStatus, Value: empty})
+			if g.latest == nil || attemptAfter(a, g.latest) {
+				g.latest, g.tail = a, main[len(it.sub):]
+			}
+			g.members = append(g.members, member{byEvent, byStatus})
+		}
+		if len(it.ops) > 0 {
+			if ops == nil {
+				ops = make([]eventstore.StateOp, 0, n+len(order)+len(cps)+len(deletes)*len(subBuckets))
+			}
+			ops = append(ops, it.ops...)
+		}
+	}
+	if ops == nil {
+		ops = make([]eventstore.StateOp, 0, n+len(order)+len(cps)+len(deletes)*len(subBuckets))
+	}
+	subs, values := make([][]byte, 0, len(order)), make([][]byte, 0, len(order))
+	for _, g := range order {
+		ops = append(ops, eventstore.StateOp{Bucket: bucketAttempts, Key: append(bytes.Clone(g.sub), g.tail...), Value: g.records})
+		for _, m := range g.members {
+			ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByEvent, Key: m.byEvent, Value: g.tail})
+			if m.byStatus != nil {
+				ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByStatus, Key: m.byStatus, Value: g.tail})
 			}
 		}
-		ops = append(ops, it.ops...)
+		subs, values = append(subs, g.sub), append(values, g.records)
 	}
 	for k, v := range cps {
 		ops = append(ops, eventstore.StateOp{Bucket: bucketRoutes, Key: []byte(k), Value: v})
@@ -319,11 +345,11 @@ func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte
 		}
 	}
 	c := eventstore.StateCommit{Ops: ops}
-	if len(records) > 0 {
+	if len(order) > 0 {
 		c.Appends = []eventstore.AppendParams{{
 			Stream:   DeliveriesStream,
 			Expected: eventstore.Any,
-			Events:   []eventstore.ProposedEvent{{Type: TypeAttempts, Data: attemptsData(recSubs, records)}},
+			Events:   []eventstore.ProposedEvent{{Type: TypeAttempts, Data: attemptsData(subs, values)}},
 		}}
 	}
 	return c

@@ -1,6 +1,9 @@
 package projector
 
 import (
+	"bytes"
+	"container/heap"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -119,14 +122,17 @@ const (
 	bucketRetries = "projector.retries"
 	// bucketDead: sub | position (16) → deadEntry JSON.
 	bucketDead = "projector.dead"
-	// bucketAttempts: sub | at (unix ns) | attempt id (16) → attempt record
-	// (entries written before records were introduced hold Attempt JSON).
+	// bucketAttempts: one entry per subscription and flush (a group):
+	// sub | at (unix ns) | attempt id (16) of the group's latest attempt →
+	// the group's attempt records, one after another. (Entries written
+	// before groups hold one record, or one Attempt JSON: groups of one.)
 	bucketAttempts = "projector.attempts"
-	// bucketAttemptsByEvent: sub | event id (16) | at | attempt id → empty.
+	// bucketAttemptsByEvent: sub | event id (16) | at | attempt id → the
+	// at | attempt id of the attempt's group (empty: the attempt's own).
 	bucketAttemptsByEvent = "projector.attempts_by_event"
-	// bucketAttemptsByStatus: sub | status byte | at | attempt id → empty,
-	// for failed and dead attempts only (succeeded ones are most of the
-	// index; a succeeded filter scans it directly).
+	// bucketAttemptsByStatus: sub | status byte | at | attempt id → as in
+	// bucketAttemptsByEvent, for failed and dead attempts only (succeeded
+	// ones are most of the index; a succeeded filter scans the groups).
 	bucketAttemptsByStatus = "projector.attempts_by_status"
 )
 
@@ -249,12 +255,6 @@ func statusByte(s string) byte {
 		return 'd'
 	}
 	return 0
-}
-
-// mainKeyFromIndex rebuilds the attempts key from an index key whose last 24
-// bytes are at | attempt id.
-func mainKeyFromIndex(sub, idx []byte) []byte {
-	return append(append(make([]byte, 0, 40), sub...), idx[len(idx)-24:]...)
 }
 
 // An attempt record is the compact form of an Attempt in the attempts index
@@ -402,20 +402,6 @@ func decodeAttemptRecord(b []byte, a *Attempt) (int, error) {
 	return r.off, nil
 }
 
-// decodeAttempt reads a value of the attempts bucket: an attempt record, or
-// the Attempt JSON of entries written before records.
-func decodeAttempt(v []byte, a *Attempt) error {
-	if len(v) > 0 && v[0] == '{' {
-		*a = Attempt{}
-		return json.Unmarshal(v, a)
-	}
-	n, err := decodeAttemptRecord(v, a)
-	if err == nil && n != len(v) {
-		err = errBadRecord
-	}
-	return err
-}
-
 // recordReader reads an attempt record; past its end it reads zeros and
 // sets bad.
 type recordReader struct {
@@ -458,41 +444,254 @@ func mustJSON(v any) []byte {
 }
 
 // attemptsData builds the data of a flush's delivery.attempts event (the v2
-// form of AttemptsData) from attempt records: subs[i] is the subscription key
-// of records[i].
+// form of AttemptsData): records[i] holds the attempt records of the
+// subscription with key subs[i].
 func attemptsData(subs [][]byte, records [][]byte) json.RawMessage {
-	order := make([]string, 0, 16)
-	groups := make(map[string][]int, 16)
 	n := len(`{"v":2,"routes":[]}`)
-	sizes := make(map[string]int, 16)
-	for i, rec := range records {
-		k := string(subs[i])
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-			n += len(`{"subscription_id":"","attempts":""},`) + 36
-		}
-		groups[k] = append(groups[k], i)
-		sizes[k] += len(rec)
-	}
-	for _, k := range order {
-		n += base64.StdEncoding.EncodedLen(sizes[k])
+	for _, r := range records {
+		n += len(`{"subscription_id":"","attempts":""},`) + 36 + base64.StdEncoding.EncodedLen(len(r))
 	}
 	b := make([]byte, 0, n)
 	b = append(b, `{"v":2,"routes":[`...)
-	var raw []byte
-	for gi, k := range order {
-		if gi > 0 {
+	for i, r := range records {
+		if i > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, `{"subscription_id":"`...)
-		b = append(b, uuid.UUID([]byte(k)).String()...)
+		b = append(b, uuid.UUID(subs[i]).String()...)
 		b = append(b, `","attempts":"`...)
-		raw = raw[:0]
-		for _, ri := range groups[k] {
-			raw = append(raw, records[ri]...)
-		}
-		b = base64.StdEncoding.AppendEncode(b, raw)
+		b = base64.StdEncoding.AppendEncode(b, r)
 		b = append(b, `"}`...)
 	}
 	return append(b, `]}`...)
+}
+
+// attemptAfter reports whether a sorts after b in the attempts index: by at
+// (unix ns, as keys hold it), then attempt id.
+func attemptAfter(a, b *Attempt) bool {
+	at, bt := max(a.At.UnixNano(), 0), max(b.At.UnixNano(), 0)
+	return at > bt || at == bt && a.ID > b.ID
+}
+
+// decodeGroup appends the attempts of a value of the attempts bucket to out:
+// a group of attempt records, or one Attempt JSON (entries written before
+// records).
+func decodeGroup(v []byte, out []Attempt) ([]Attempt, error) {
+	if len(v) > 0 && v[0] == '{' {
+		var a Attempt
+		if err := json.Unmarshal(v, &a); err != nil {
+			return out, err
+		}
+		return append(out, a), nil
+	}
+	if len(v) == 0 {
+		return out, errBadRecord
+	}
+	for len(v) > 0 {
+		var a Attempt
+		n, err := decodeAttemptRecord(v, &a)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, a)
+		v = v[n:]
+	}
+	return out, nil
+}
+
+// groupTailLen is the length of a group key after the subscription: at | attempt id.
+const groupTailLen = 8 + 16
+
+// groupKeyFromIndex returns, for the index entry (idx, v) of sub, the key of
+// the group holding the attempt and the attempt's id.
+func groupKeyFromIndex(sub, idx, v []byte) (group []byte, id string) {
+	tail := v
+	if len(tail) != groupTailLen { // written before groups: the attempt's own entry
+		tail = idx[len(idx)-groupTailLen:]
+	}
+	group = append(append(make([]byte, 0, len(sub)+groupTailLen), sub...), tail...)
+	return group, uuid.UUID(idx[len(idx)-16:]).String()
+}
+
+// listAttempts serves Deliveries from the attempts index: sub's attempts,
+// newest first (by at, then attempt id), of the given status and event ("":
+// any), at most limit.
+func (p *Projector) listAttempts(ctx context.Context, sub []byte, status, eventID string, limit int) ([]Attempt, error) {
+	switch {
+	case eventID != "":
+		ev, err := uuid.Parse(eventID)
+		if err != nil {
+			return []Attempt{}, nil // no event has that id
+		}
+		return p.listIndexed(ctx, sub, bucketAttemptsByEvent, append(bytes.Clone(sub), ev[:]...), status, limit)
+	case statusByte(status) != 0:
+		return p.listIndexed(ctx, sub, bucketAttemptsByStatus, append(bytes.Clone(sub), statusByte(status)), status, limit)
+	}
+	return p.listGroups(ctx, sub, status, limit)
+}
+
+// listIndexed lists the attempts an index names, in the index's order (newest
+// first), reading each group once.
+func (p *Projector) listIndexed(ctx context.Context, sub []byte, bucket string, prefix []byte, status string, limit int) ([]Attempt, error) {
+	out := []Attempt{}
+	groups := map[string][]Attempt{} // decoded for this call; nil: gone
+	type ref struct {
+		group []byte
+		id    string
+	}
+	var after []byte
+	for len(out) < limit {
+		var refs []ref
+		err := p.state.ScanState(ctx, eventstore.ScanParams{Bucket: bucket, Prefix: prefix, After: after, Limit: limit, Reverse: true},
+			func(k, v []byte) error {
+				g, id := groupKeyFromIndex(sub, k, v)
+				refs = append(refs, ref{g, id})
+				after = bytes.Clone(k)
+				return nil
+			})
+		if err != nil {
+			return nil, fmt.Errorf("projector: deliveries: %w", err)
+		}
+		for _, r := range refs {
+			as, ok := groups[string(r.group)]
+			if !ok {
+				v, err := p.state.GetState(ctx, bucketAttempts, r.group)
+				switch {
+				case errors.Is(err, eventstore.ErrNotFound): // pruned meanwhile
+				case err != nil:
+					return nil, fmt.Errorf("projector: deliveries: %w", err)
+				default:
+					as, _ = decodeGroup(v, nil)
+				}
+				if len(groups) >= 256 {
+					clear(groups)
+				}
+				groups[string(r.group)] = as
+			}
+			for i := range as {
+				if as[i].ID == r.id {
+					if (status == "" || as[i].Status == status) && len(out) < limit {
+						out = append(out, as[i])
+					}
+					break
+				}
+			}
+		}
+		if len(refs) < limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// listGroups lists sub's attempts newest first from its groups. A group's
+// key holds its latest attempt's (at, id) and no attempt of a group sorts
+// after its key, so reading the groups from the latest key down, an attempt
+// can be listed once it sorts after the key of the next group.
+func (p *Projector) listGroups(ctx context.Context, sub []byte, status string, limit int) ([]Attempt, error) {
+	out := []Attempt{}
+	h := &attemptHeap{}
+	scanned := 0
+	// emit lists the pending attempts that sort after (at, id); all of them
+	// when id is "".
+	emit := func(at int64, id string) bool {
+		for h.Len() > 0 && len(out) < limit {
+			top := (*h)[0]
+			if id != "" && (top.at < at || top.at == at && top.a.ID < id) {
+				break
+			}
+			heap.Pop(h)
+			if status == "" || top.a.Status == status {
+				out = append(out, top.a)
+			}
+		}
+		return len(out) >= limit
+	}
+	err := p.state.ScanState(ctx, eventstore.ScanParams{Bucket: bucketAttempts, Prefix: sub, Reverse: true}, func(k, v []byte) error {
+		if len(k) != len(sub)+groupTailLen {
+			return nil
+		}
+		at := int64(binary.BigEndian.Uint64(k[len(sub):]))
+		if emit(at, uuid.UUID(k[len(sub)+8:]).String()) {
+			return eventstore.ErrStopScan
+		}
+		as, _ := decodeGroup(v, nil)
+		for _, a := range as {
+			heap.Push(h, heapAttempt{at: max(a.At.UnixNano(), 0), a: a})
+		}
+		if scanned += len(as); scanned >= deliveriesMaxScan {
+			return eventstore.ErrStopScan
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("projector: deliveries: %w", err)
+	}
+	emit(0, "")
+	return out, nil
+}
+
+type heapAttempt struct {
+	at int64 // a.At in unix ns, as in keys
+	a  Attempt
+}
+
+// attemptHeap pops the latest attempt (by at, then id) first.
+type attemptHeap []heapAttempt
+
+func (h attemptHeap) Len() int { return len(h) }
+func (h attemptHeap) Less(i, j int) bool {
+	return h[i].at > h[j].at || h[i].at == h[j].at && h[i].a.ID > h[j].a.ID
+}
+func (h attemptHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *attemptHeap) Push(x any)   { *h = append(*h, x.(heapAttempt)) }
+func (h *attemptHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// pruneOps bounds the deletions of one pruning commit.
+const pruneOps = 10000
+
+// pruneAttempts deletes a subscription's attempt groups whose latest attempt
+// is from before cutoff, and their index entries.
+func (p *Projector) pruneAttempts(ctx context.Context, key []byte, cutoff time.Time) error {
+	limit := uint64(max(cutoff.UnixNano(), 0))
+	for {
+		var ops []eventstore.StateOp
+		n, full := 0, false
+		err := p.state.ScanState(ctx, eventstore.ScanParams{Bucket: bucketAttempts, Prefix: key, Limit: prunePage}, func(k, v []byte) error {
+			if len(k) < len(key)+8 || binary.BigEndian.Uint64(k[len(key):]) >= limit {
+				return eventstore.ErrStopScan
+			}
+			n++
+			ops = append(ops, eventstore.StateOp{Bucket: bucketAttempts, Key: bytes.Clone(k), Delete: true})
+			as, _ := decodeGroup(v, nil) // what is readable: its index entries too
+			for i := range as {
+				_, byEvent, byStatus := attemptKeys(key, &as[i])
+				ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByEvent, Key: byEvent, Delete: true})
+				if byStatus != nil {
+					ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByStatus, Key: byStatus, Delete: true})
+				}
+			}
+			if len(ops) >= pruneOps {
+				full = true
+				return eventstore.ErrStopScan
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(ops) > 0 {
+			if _, err := p.state.CommitState(ctx, eventstore.StateCommit{Ops: ops}); err != nil {
+				return err
+			}
+		}
+		if n < prunePage && !full {
+			return nil
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -39,8 +40,8 @@ func TestAttemptRecord(t *testing.T) {
 	for _, a := range recordAttempts() {
 		rec := appendAttemptRecord(nil, &a)
 		var got Attempt
-		if err := decodeAttempt(rec, &got); err != nil {
-			t.Fatalf("%x: %v", rec, err)
+		if n, err := decodeAttemptRecord(rec, &got); err != nil || n != len(rec) {
+			t.Fatalf("%x: %d, %v", rec, n, err)
 		}
 		sameAttempt(t, got, a)
 		if a.Error == "" && len(rec) > 60 {
@@ -52,13 +53,34 @@ func TestAttemptRecord(t *testing.T) {
 			}
 		}
 		legacy, _ := json.Marshal(a)
-		if err := decodeAttempt(legacy, &got); err != nil {
-			t.Fatal(err)
+		as, err := decodeGroup(legacy, nil)
+		if err != nil || len(as) != 1 {
+			t.Fatalf("%s: %v, %v", legacy, as, err)
 		}
-		sameAttempt(t, got, a)
+		sameAttempt(t, as[0], a)
 	}
-	if err := decodeAttempt(append(appendAttemptRecord(nil, &recordAttempts()[1]), 0), &Attempt{}); err == nil {
-		t.Error("a value with bytes after its record decodes")
+}
+
+// TestDecodeGroup: a group's records decode in order; a truncated or empty
+// group does not decode.
+func TestDecodeGroup(t *testing.T) {
+	as := recordAttempts()
+	var g []byte
+	for i := range as {
+		g = appendAttemptRecord(g, &as[i])
+	}
+	got, err := decodeGroup(g, nil)
+	if err != nil || len(got) != len(as) {
+		t.Fatalf("%d attempts, %v", len(got), err)
+	}
+	for i := range as {
+		sameAttempt(t, got[i], as[i])
+	}
+	if _, err := decodeGroup(g[:len(g)-1], nil); err == nil {
+		t.Error("a truncated group decodes")
+	}
+	if _, err := decodeGroup(nil, nil); err == nil {
+		t.Error("an empty group decodes")
 	}
 }
 
@@ -78,8 +100,12 @@ func TestAttemptKeys(t *testing.T) {
 		if (s == nil) != (a.Status == StatusSucceeded) {
 			t.Errorf("status key %x for %s", s, a.Status)
 		}
-		if string(mainKeyFromIndex(sub[:], e)) != string(m) {
-			t.Error("mainKeyFromIndex")
+		if g, id := groupKeyFromIndex(sub[:], e, nil); string(g) != string(m) || id != a.ID {
+			t.Errorf("groupKeyFromIndex of an entry without a value: %x %s", g, id)
+		}
+		tail := []byte("0123456789abcdefghijklmn")
+		if g, id := groupKeyFromIndex(sub[:], e, tail); string(g) != string(sub[:])+string(tail) || id != a.ID {
+			t.Errorf("groupKeyFromIndex: %x %s", g, id)
 		}
 	}
 }
@@ -90,7 +116,7 @@ func TestAttemptsData(t *testing.T) {
 	s1, s2 := uuid.New(), uuid.New()
 	as := recordAttempts()
 	recs := [][]byte{appendAttemptRecord(nil, &as[0]), appendAttemptRecord(nil, &as[1]), appendAttemptRecord(nil, &as[2])}
-	data := attemptsData([][]byte{s1[:], s2[:], s1[:]}, recs)
+	data := attemptsData([][]byte{s1[:], s2[:]}, [][]byte{append(bytes.Clone(recs[0]), recs[2]...), recs[1]})
 	if !json.Valid(data) {
 		t.Fatalf("not JSON: %s", data)
 	}

@@ -3,7 +3,6 @@ package projector
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -172,69 +171,7 @@ func (p *Projector) Deliveries(ctx context.Context, subID string, q DeliveriesQu
 	}
 	limit = min(limit, MaxDeliveriesLimit)
 	key, _ := subKey(sub.ID)
-	out := []Attempt{}
-
-	// An index gives the keys of the attempts bucket; read them after the scan.
-	var idxBucket string
-	var prefix []byte
-	switch {
-	case q.EventID != "":
-		ev, err := uuid.Parse(q.EventID)
-		if err != nil {
-			return out, nil // no event has that id
-		}
-		idxBucket, prefix = bucketAttemptsByEvent, append(bytes.Clone(key), ev[:]...)
-	case statusByte(q.Status) != 0:
-		idxBucket, prefix = bucketAttemptsByStatus, append(bytes.Clone(key), statusByte(q.Status))
-	}
-	if idxBucket != "" {
-		var after []byte
-		for len(out) < limit {
-			var keys [][]byte
-			err := p.state.ScanState(ctx, eventstore.ScanParams{Bucket: idxBucket, Prefix: prefix, After: after, Limit: limit, Reverse: true},
-				func(k, _ []byte) error {
-					keys = append(keys, mainKeyFromIndex(key, k))
-					after = bytes.Clone(k)
-					return nil
-				})
-			if err != nil {
-				return nil, fmt.Errorf("projector: deliveries: %w", err)
-			}
-			for _, mk := range keys {
-				v, err := p.state.GetState(ctx, bucketAttempts, mk)
-				if errors.Is(err, eventstore.ErrNotFound) {
-					continue // pruned meanwhile
-				}
-				if err != nil {
-					return nil, fmt.Errorf("projector: deliveries: %w", err)
-				}
-				var a Attempt
-				if decodeAttempt(v, &a) == nil && (q.Status == "" || a.Status == q.Status) && len(out) < limit {
-					out = append(out, a)
-				}
-			}
-			if len(keys) < limit {
-				break
-			}
-		}
-		return out, nil
-	}
-	scanned := 0
-	err = p.state.ScanState(ctx, eventstore.ScanParams{Bucket: bucketAttempts, Prefix: key, Reverse: true}, func(_, v []byte) error {
-		scanned++
-		var a Attempt
-		if decodeAttempt(v, &a) == nil && (q.Status == "" || a.Status == q.Status) {
-			out = append(out, a)
-		}
-		if len(out) >= limit || scanned >= deliveriesMaxScan {
-			return eventstore.ErrStopScan
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("projector: deliveries: %w", err)
-	}
-	return out, nil
+	return p.listAttempts(ctx, key, q.Status, q.EventID, limit) // records.go
 }
 
 // redrivePage is how many dead letters one Redrive commit moves.
@@ -342,43 +279,6 @@ func (p *Projector) sweep(ctx context.Context, first bool) {
 		}
 		if err := p.pruneAttempts(ctx, key, cutoff); err != nil && ctx.Err() == nil {
 			p.cfg.Logger.Error("projector: attempt retention failed", "err", err)
-		}
-	}
-}
-
-// pruneAttempts deletes a subscription's attempt records from before cutoff.
-func (p *Projector) pruneAttempts(ctx context.Context, key []byte, cutoff time.Time) error {
-	limit := uint64(max(cutoff.UnixNano(), 0))
-	for {
-		var ops []eventstore.StateOp
-		n := 0
-		err := p.state.ScanState(ctx, eventstore.ScanParams{Bucket: bucketAttempts, Prefix: key, Limit: prunePage}, func(k, v []byte) error {
-			if len(k) < len(key)+8 || binary.BigEndian.Uint64(k[len(key):]) >= limit {
-				return eventstore.ErrStopScan
-			}
-			n++
-			var a Attempt
-			_ = decodeAttempt(v, &a)
-			main, byEvent, byStatus := attemptKeys(key, &a)
-			ops = append(ops, eventstore.StateOp{Bucket: bucketAttempts, Key: bytes.Clone(k), Delete: true})
-			if bytes.Equal(main, k) { // the record is readable: its index entries too
-				ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByEvent, Key: byEvent, Delete: true})
-				if byStatus != nil {
-					ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByStatus, Key: byStatus, Delete: true})
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if len(ops) > 0 {
-			if _, err := p.state.CommitState(ctx, eventstore.StateCommit{Ops: ops}); err != nil {
-				return err
-			}
-		}
-		if n < prunePage {
-			return nil
 		}
 	}
 }

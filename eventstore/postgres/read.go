@@ -79,23 +79,35 @@ func (s *Store) readAll(ctx context.Context, p eventstore.ReadParams) (res event
 
 	where, fargs, all := filterSQL(p.Filter, 5)
 	if all {
-		rows, err := s.pool.Query(ctx, s.q.readAll, hi, lo, limit)
+		// NoInternal alone: the rows of internal streams come without their
+		// data (hooklog's delivery outcomes are large) and are dropped here;
+		// they still move Next.
+		sql := s.q.readAll
+		if p.Filter.NoInternal {
+			sql = s.q.readAllNoInternal
+		}
+		rows, err := s.pool.Query(ctx, sql, hi, lo, limit)
 		if err != nil {
 			return fail(err)
 		}
 		defer rows.Close()
+		n := 0
 		for rows.Next() {
 			e, err := scanEvent(rows)
 			if err != nil {
 				return fail(err)
 			}
-			res.Events = append(res.Events, e)
+			n++
 			res.Next = e.Position
+			if p.Filter.NoInternal && eventstore.IsInternalStream(e.Stream) {
+				continue
+			}
+			res.Events = append(res.Events, e)
 		}
 		if err := rows.Err(); err != nil {
 			return fail(err)
 		}
-		return res, len(res.Events) < limit, nil
+		return res, n < limit, nil
 	}
 
 	args := append([]any{hi, lo, maxScan, limit}, fargs...)
@@ -124,7 +136,8 @@ func (s *Store) readAll(ctx context.Context, p eventstore.ReadParams) (res event
 
 // filterSQL turns f into a boolean SQL expression over the events columns,
 // with its parameters numbered from first. all reports that f matches every
-// event (no expression needed).
+// event (no expression needed), apart from f.NoInternal, which is left to
+// the caller.
 func filterSQL(f eventstore.Filter, first int) (where string, args []any, all bool) {
 	var conds []string
 	param := func(v any) string {

@@ -1,6 +1,10 @@
 package postgres
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/hooklog/hooklog/eventstore"
+)
 
 // horizon is the xmin of the statement's snapshot as a bigint: every
 // transaction with a smaller txid has finished, so rows below it are settled.
@@ -21,10 +25,15 @@ type sqlText struct {
 	notifyHead  string
 	schemaQuote string
 	state       stateSQL // the StateStore's statements (state.go)
+
+	// readAllNoInternal is readAll with the data and metadata of internal
+	// streams' rows left out (Filter.NoInternal only).
+	readAllNoInternal string
 }
 
 func newSQLText(schema string) sqlText {
-	r := strings.NewReplacer("{{schema}}", schema, "{{horizon}}", horizon, "{{cols}}", eventCols)
+	r := strings.NewReplacer("{{schema}}", schema, "{{horizon}}", horizon, "{{cols}}", eventCols,
+		"{{internal}}", likeEscape(eventstore.InternalStreamPrefix)+"%")
 	headSQL := `SELECT txid, seq FROM {{schema}}.events WHERE txid < {{horizon}} ORDER BY txid DESC, seq DESC LIMIT 1`
 	// The last committed row not yet below the horizon (held back by an older
 	// open transaction); rows of open transactions are invisible here.
@@ -73,6 +82,12 @@ func newSQLText(schema string) sqlText {
 				WHERE recorded_at >= $1 ORDER BY recorded_at, txid, seq LIMIT 1) AS f ON true
 			LEFT JOIN LATERAL (` + headSQL + `) AS h ON true`),
 		readAll: r.Replace(`SELECT {{cols}} FROM {{schema}}.events
+			WHERE (txid, seq) > ($1, $2) AND txid < {{horizon}}
+			ORDER BY txid, seq LIMIT $3`),
+		readAllNoInternal: r.Replace(`SELECT txid, seq, id, stream, version, type, tenant,
+				CASE WHEN stream LIKE '{{internal}}' THEN NULL ELSE data END,
+				CASE WHEN stream LIKE '{{internal}}' THEN NULL ELSE metadata END, recorded_at
+			FROM {{schema}}.events
 			WHERE (txid, seq) > ($1, $2) AND txid < {{horizon}}
 			ORDER BY txid, seq LIMIT $3`),
 		readStream: r.Replace(`SELECT {{cols}} FROM {{schema}}.events

@@ -105,6 +105,7 @@ func DefaultUserAgent() string { return userAgent() }
 type Deliverer struct {
 	cfg       DelivererConfig
 	transport *http.Transport
+	timeout   *timeoutError // the cause of an attempt's context when Timeout fires
 	targets   targetCache
 	bodies    bodyCache
 	macs      macCache
@@ -133,7 +134,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
-	return &Deliverer{cfg: cfg, transport: tr}, nil
+	return &Deliverer{cfg: cfg, transport: tr, timeout: &timeoutError{after: cfg.Timeout}}, nil
 }
 
 // Close closes idle connections. In-flight deliveries finish (or are
@@ -165,7 +166,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 	if err != nil {
 		return Outcome{Kind: Failed, Err: short("invalid url: " + err.Error())}
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout, &timeoutError{after: d.cfg.Timeout})
+	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout, d.timeout)
 	defer cancel()
 
 	unix := strconv.FormatInt(at.Unix(), 10)
@@ -199,7 +200,7 @@ func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 	req.Header = h
 	req.ContentLength = int64(len(b.body))
 	req.Body = newBodyReader(b.body)
-	req.GetBody = b.getBody
+	req.GetBody = b.getBody // made once per body
 	resp, err := d.transport.RoundTrip(req)
 	if err != nil {
 		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
@@ -256,12 +257,11 @@ func (c *targetCache) get(url string) (*http.Request, error) {
 
 // cachedBody is the body of one event and what it was made of.
 type cachedBody struct {
-	ev   eventstore.Event // the fields Body reads; Data shares the event's array
-	id   string           // the event id, as webhook-id
-	body []byte
+	ev      eventstore.Event // the fields Body reads; Data shares the event's array
+	id      string           // the event id, as webhook-id
+	body    []byte
+	getBody func() (io.ReadCloser, error) // Request.GetBody: the body again
 }
-
-func (b *cachedBody) getBody() (io.ReadCloser, error) { return newBodyReader(b.body), nil }
 
 func (b *cachedBody) matches(e *eventstore.Event) bool {
 	c := &b.ev
@@ -300,6 +300,7 @@ func (c *bodyCache) get(e *eventstore.Event) (*cachedBody, error) {
 	b := &cachedBody{id: e.ID.String(), body: body, ev: eventstore.Event{
 		ID: e.ID, Position: e.Position, Type: e.Type, Stream: e.Stream, Tenant: e.Tenant, RecordedAt: e.RecordedAt, Data: e.Data,
 	}}
+	b.getBody = func() (io.ReadCloser, error) { return newBodyReader(body), nil }
 	if b.size() <= maxCachedBody {
 		c.store(i, b)
 	}

@@ -73,9 +73,10 @@ const (
 	// tracks past its lowest unsettled one (a failing event waiting for its
 	// retry holds the cursor; reading stops this far ahead of it).
 	replayMaxAhead = 4096
-	// windowEndSlack: the window's end is taken as PositionAt(to +
-	// windowEndSlack), so an event recorded just before `to` whose
-	// transaction committed a little later is still in it.
+	// windowEndSlack: the window's end is the last event before the first
+	// one recorded at or after to + windowEndSlack, so an event recorded
+	// just before `to` whose transaction committed a little later is still
+	// in it.
 	windowEndSlack = time.Second
 	// countMaxScan and countMaxTime bound counting a window's total when a
 	// replay is requested; a larger window gets an estimate.
@@ -181,7 +182,29 @@ func (p *Projector) windowEnd(ctx context.Context, to time.Time) (end eventstore
 		return eventstore.Position{}, false, nil
 	}
 	end, err = p.store.PositionAt(ctx, at)
-	return end, err == nil, err
+	if err != nil {
+		return eventstore.Position{}, false, err
+	}
+	// PositionAt is a lower bound: every event recorded at or after `at`
+	// lies after it, but so may events recorded before it (the esdb time
+	// index answers up to a few seconds early). Move the end up to the last
+	// event before the first one recorded at or after `at`, or the head.
+	for {
+		res, err := p.store.ReadAll(ctx, eventstore.ReadParams{After: end, Limit: 1000, MaxScan: 1000})
+		if err != nil {
+			return eventstore.Position{}, false, err
+		}
+		for i := range res.Events {
+			if !res.Events[i].RecordedAt.Before(at) {
+				return end, true, nil
+			}
+			end = res.Events[i].Position
+		}
+		if !end.Less(res.Next) {
+			return end, true, nil // the head
+		}
+		end = res.Next
+	}
 }
 
 // inWindow reports whether e was recorded in [from, to).

@@ -219,8 +219,8 @@ func (s *Store) ScanState(ctx context.Context, p eventstore.ScanParams, fn func(
 		if err != nil {
 			return err
 		}
-		for i := range pg.len() {
-			k, v := pg.row(i)
+		for i := range pg.Len() {
+			k, v := pg.Row(i)
 			if err := fn(k, v); err != nil {
 				if errors.Is(err, eventstore.ErrStopScan) {
 					return nil
@@ -232,37 +232,23 @@ func (s *Store) ScanState(ctx context.Context, p eventstore.ScanParams, fn func(
 			return nil
 		}
 		if remaining > 0 {
-			if remaining -= pg.len(); remaining == 0 {
+			if remaining -= pg.Len(); remaining == 0 {
 				return nil
 			}
 		}
-		last, _ := pg.row(pg.len() - 1)
+		last, _ := pg.Row(pg.Len() - 1)
 		after = bytes.Clone(last)
 		size = min(2*size, scanMaxPage)
 	}
 }
 
-// scanPage holds one page of ScanState pairs in one buffer.
-type scanPage struct {
-	buf  []byte
-	ends []int // per pair: end of key, end of value in buf
-}
-
-func (pg *scanPage) len() int { return len(pg.ends) / 2 }
-
-func (pg *scanPage) row(i int) (key, value []byte) {
-	start := 0
-	if i > 0 {
-		start = pg.ends[2*i-1]
-	}
-	k, v := pg.ends[2*i], pg.ends[2*i+1]
-	return pg.buf[start:k:k], pg.buf[k:v:v]
-}
+// scanPage is one page of a scan, filled by read.
+type scanPage struct{ eventstore.StatePage }
 
 // read copies up to n pairs of p's bucket, with p's prefix, after `after` in
 // p's direction. It reports whether it stopped before the end of the range.
 func (pg *scanPage) read(tx *bolt.Tx, p *eventstore.ScanParams, after []byte, n int) (more bool) {
-	pg.buf, pg.ends = pg.buf[:0], pg.ends[:0]
+	pg.Reset()
 	b := tx.Bucket(bucketState).Bucket([]byte(p.Bucket))
 	if b == nil {
 		return false
@@ -304,13 +290,10 @@ func (pg *scanPage) read(tx *bolt.Tx, p *eventstore.ScanParams, after []byte, n 
 	// Keys with the prefix are contiguous: the first one without it ends the
 	// range in either direction.
 	for ; k != nil && bytes.HasPrefix(k, p.Prefix); k, v = next() {
-		if pg.len() == n || pg.len() > 0 && len(pg.buf) >= scanPageBytes {
+		if pg.Len() == n || pg.Len() > 0 && pg.Size() >= scanPageBytes {
 			return true
 		}
-		pg.buf = append(pg.buf, k...)
-		pg.ends = append(pg.ends, len(pg.buf))
-		pg.buf = append(pg.buf, v...)
-		pg.ends = append(pg.ends, len(pg.buf))
+		pg.Add(k, v)
 	}
 	return false
 }

@@ -392,8 +392,8 @@ func (s *Store) ScanState(ctx context.Context, p eventstore.ScanParams, fn func(
 		if err := pg.read(ctx, s, sql, args); err != nil {
 			return s.translate(err, "scan state")
 		}
-		for i := range pg.len() {
-			k, val := pg.row(i)
+		for i := range pg.Len() {
+			k, val := pg.Row(i)
 			if err := fn(k, val); err != nil {
 				if errors.Is(err, eventstore.ErrStopScan) {
 					return nil
@@ -401,7 +401,7 @@ func (s *Store) ScanState(ctx context.Context, p eventstore.ScanParams, fn func(
 				return err
 			}
 		}
-		got := pg.len()
+		got := pg.Len()
 		if got < n {
 			return nil
 		}
@@ -410,33 +410,19 @@ func (s *Store) ScanState(ctx context.Context, p eventstore.ScanParams, fn func(
 				return nil
 			}
 		}
-		last, _ := pg.row(got - 1)
+		last, _ := pg.Row(got - 1)
 		after = bytes.Clone(last)
 		page = min(2*page, scanMaxPage)
 	}
 }
 
-// scanPage holds one page of ScanState rows in one buffer.
-type scanPage struct {
-	buf  []byte
-	ends []int // per row: end of key, end of value in buf
-}
-
-func (pg *scanPage) len() int { return len(pg.ends) / 2 }
-
-func (pg *scanPage) row(i int) (key, value []byte) {
-	start := 0
-	if i > 0 {
-		start = pg.ends[2*i-1]
-	}
-	k, v := pg.ends[2*i], pg.ends[2*i+1]
-	return pg.buf[start:k:k], pg.buf[k:v:v]
-}
+// scanPage is one page of a scan, filled by read.
+type scanPage struct{ eventstore.StatePage }
 
 // read runs one page query and copies its rows. Binary bytea results are the
 // raw bytes, copied straight from pgx's read buffer.
 func (pg *scanPage) read(ctx context.Context, s *Store, sql string, args []any) error {
-	pg.buf, pg.ends = pg.buf[:0], pg.ends[:0]
+	pg.Reset()
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return err
@@ -447,20 +433,14 @@ func (pg *scanPage) read(ctx context.Context, s *Store, sql string, args []any) 
 	for rows.Next() {
 		if raw {
 			vals := rows.RawValues()
-			pg.buf = append(pg.buf, vals[0]...)
-			pg.ends = append(pg.ends, len(pg.buf))
-			pg.buf = append(pg.buf, vals[1]...)
-			pg.ends = append(pg.ends, len(pg.buf))
+			pg.Add(vals[0], vals[1])
 			continue
 		}
 		var k, v []byte
 		if err := rows.Scan(&k, &v); err != nil {
 			return err
 		}
-		pg.buf = append(pg.buf, k...)
-		pg.ends = append(pg.ends, len(pg.buf))
-		pg.buf = append(pg.buf, v...)
-		pg.ends = append(pg.ends, len(pg.buf))
+		pg.Add(k, v)
 	}
 	return rows.Err()
 }

@@ -23,6 +23,7 @@ type latencyReceiver struct {
 	mu       sync.Mutex
 	appended map[string]time.Time
 	lat      []time.Duration
+	commit   []time.Duration // how long the appends took (trickle)
 	order    []string
 }
 
@@ -49,6 +50,17 @@ func (lr *latencyReceiver) received() []string {
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
 	return slices.Clone(lr.order)
+}
+
+// takeCommits returns how long trickle's appends took so far (sorted), the
+// store's share of the latencies, and starts afresh.
+func (lr *latencyReceiver) takeCommits() []time.Duration {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	out := lr.commit
+	lr.commit = nil
+	slices.Sort(out)
+	return out
 }
 
 // takeLatencies returns the latencies measured so far (sorted) and starts afresh.
@@ -86,6 +98,12 @@ func trickle(t testing.TB, store eventstore.Store, stream string, n, rate int, l
 		}
 		if _, err := store.Append(context.Background(), eventstore.AppendParams{Stream: stream, Events: []eventstore.ProposedEvent{{ID: id, Type: "thing.happened", Data: []byte(`{"live":true}`)}}}); err != nil {
 			t.Fatal(err)
+		}
+		took := time.Since(now)
+		for _, lr := range lrs {
+			lr.mu.Lock()
+			lr.commit = append(lr.commit, took)
+			lr.mu.Unlock()
 		}
 		out = append(out, id.String())
 	}

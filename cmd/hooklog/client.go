@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -228,3 +229,72 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// listSpec describes a command that GETs a list from the server and prints
+// it as a table, or the server's JSON with --json.
+type listSpec struct {
+	use, short, example string
+	args                cobra.PositionalArgs
+	path                func(args []string) string
+	query               func() url.Values // nil: none
+	columns             []string
+	rows                func(raw json.RawMessage) ([][]string, error)
+}
+
+// listCmd builds the command of s; callers add their own filter flags.
+func listCmd(cf *clientFlags, s listSpec) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     s.use,
+		Short:   s.short,
+		Example: s.example,
+		Args:    s.args,
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var q url.Values
+			if s.query != nil {
+				q = s.query()
+			}
+			var raw json.RawMessage
+			if _, err := c.do(cmd.Context(), http.MethodGet, s.path(args), q, nil, &raw, 0); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			rows, err := s.rows(raw)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, strings.Join(s.columns, "\t"))
+			for _, r := range rows {
+				fmt.Fprintln(tw, strings.Join(r, "\t"))
+			}
+			return tw.Flush()
+		}),
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the server's JSON")
+	return cmd
+}
+
+// itemRows turns a list answer (see listItems) into table rows, one per item.
+func itemRows(cells func(item map[string]any) []string) func(json.RawMessage) ([][]string, error) {
+	return func(raw json.RawMessage) ([][]string, error) {
+		items, err := listItems(raw)
+		if err != nil {
+			return nil, err
+		}
+		rows := make([][]string, len(items))
+		for i, it := range items {
+			rows[i] = cells(it)
+		}
+		return rows, nil
+	}
+}
+
+// fixedPath is a listSpec path that does not depend on the arguments.
+func fixedPath(p string) func([]string) string { return func([]string) string { return p } }

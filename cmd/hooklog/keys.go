@@ -1,11 +1,9 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 )
@@ -51,37 +49,16 @@ func newKeysCreateCmd(cf *clientFlags) *cobra.Command {
 }
 
 func newKeysListCmd(cf *clientFlags) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List API keys (never the keys themselves)",
-		Args:  cobra.NoArgs,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if _, err := c.do(cmd.Context(), http.MethodGet, "/v1/keys", nil, nil, &raw, 0); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			items, err := listItems(raw)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tROLE\tTENANT\tPREFIX\tCREATED")
-			for _, k := range items {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", str(k["id"]), str(k["name"]), str(k["role"]), str(k["tenant"]), str(k["prefix"]), str(k["created_at"]))
-			}
-			return tw.Flush()
+	return listCmd(cf, listSpec{
+		use:     "list",
+		short:   "List API keys (never the keys themselves)",
+		args:    cobra.NoArgs,
+		path:    fixedPath("/v1/keys"),
+		columns: []string{"ID", "NAME", "ROLE", "TENANT", "PREFIX", "CREATED"},
+		rows: itemRows(func(k map[string]any) []string {
+			return []string{str(k["id"]), str(k["name"]), str(k["role"]), str(k["tenant"]), str(k["prefix"]), str(k["created_at"])}
 		}),
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the server's JSON")
-	return cmd
+	})
 }
 
 func newKeysRevokeCmd(cf *clientFlags) *cobra.Command {

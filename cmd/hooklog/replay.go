@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -211,43 +210,30 @@ func followReplay(ctx context.Context, c *client, r replayDoc, interval time.Dur
 }
 
 func newReplayListCmd(cf *clientFlags) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List replays, newest first",
-		Args:  cobra.NoArgs,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if _, err := c.do(cmd.Context(), http.MethodGet, "/v1/replays", nil, nil, &raw, 0); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
+	return listCmd(cf, listSpec{
+		use:     "list",
+		short:   "List replays, newest first",
+		args:    cobra.NoArgs,
+		path:    fixedPath("/v1/replays"),
+		columns: []string{"ID", "STATUS", "DELIVERED", "FAILED", "TOTAL", "FROM", "TO", "SUBSCRIPTIONS"},
+		rows: func(raw json.RawMessage) ([][]string, error) {
 			var list struct {
 				Replays []replayDoc `json:"replays"`
 			}
 			if err := json.Unmarshal(raw, &list); err != nil {
-				return fmt.Errorf("unexpected answer: %w", err)
+				return nil, fmt.Errorf("unexpected answer: %w", err)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATUS\tDELIVERED\tFAILED\tTOTAL\tFROM\tTO\tSUBSCRIPTIONS")
-			for _, r := range list.Replays {
+			rows := make([][]string, len(list.Replays))
+			for i, r := range list.Replays {
 				total := fmt.Sprint(r.Total)
 				if r.TotalEstimated {
 					total = "~" + total
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", r.ID, r.Status, r.Delivered, r.Failed, total, r.From, r.To, strings.Join(r.Subscriptions, ","))
+				rows[i] = []string{r.ID, r.Status, fmt.Sprint(r.Delivered), fmt.Sprint(r.Failed), total, r.From, r.To, strings.Join(r.Subscriptions, ",")}
 			}
-			return tw.Flush()
-		}),
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the server's JSON")
-	return cmd
+			return rows, nil
+		},
+	})
 }
 
 func newReplayShowCmd(cf *clientFlags) *cobra.Command {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -140,37 +139,16 @@ func startSpec(s string) any {
 }
 
 func newSubsListCmd(cf *clientFlags) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List subscriptions",
-		Args:  cobra.NoArgs,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if _, err := c.do(cmd.Context(), http.MethodGet, "/v1/subscriptions", nil, nil, &raw, 0); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			items, err := listItems(raw)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATE\tTENANT\tEVENT TYPES\tSTREAMS\tURL")
-			for _, s := range items {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", str(s["id"]), str(s["state"]), str(s["tenant"]), str(s["event_types"]), str(s["streams"]), str(s["url"]))
-			}
-			return tw.Flush()
+	return listCmd(cf, listSpec{
+		use:     "list",
+		short:   "List subscriptions",
+		args:    cobra.NoArgs,
+		path:    fixedPath("/v1/subscriptions"),
+		columns: []string{"ID", "STATE", "TENANT", "EVENT TYPES", "STREAMS", "URL"},
+		rows: itemRows(func(s map[string]any) []string {
+			return []string{str(s["id"]), str(s["state"]), str(s["tenant"]), str(s["event_types"]), str(s["streams"]), str(s["url"])}
 		}),
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the server's JSON")
-	return cmd
+	})
 }
 
 // subsActionCmd is a command on one subscription: show, pause, resume, delete.
@@ -202,19 +180,15 @@ func newSubsDeliveriesCmd(cf *clientFlags) *cobra.Command {
 	var (
 		status, eventID string
 		limit           int
-		asJSON          bool
 	)
-	cmd := &cobra.Command{
-		Use:   "deliveries ID",
-		Short: "List a subscription's delivery attempts, newest first",
-		Example: `  hooklog subs deliveries ID --status dead
+	cmd := listCmd(cf, listSpec{
+		use:   "deliveries ID",
+		short: "List a subscription's delivery attempts, newest first",
+		example: `  hooklog subs deliveries ID --status dead
   hooklog subs deliveries ID --event-id 0190c4a8-3c1e-7000-8000-000000000001`,
-		Args: cobra.ExactArgs(1),
-		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
-			if err != nil {
-				return err
-			}
+		args: cobra.ExactArgs(1),
+		path: func(args []string) string { return "/v1/subscriptions/" + url.PathEscape(args[0]) + "/deliveries" },
+		query: func() url.Values {
 			q := url.Values{}
 			if status != "" {
 				q.Set("status", status)
@@ -225,34 +199,21 @@ func newSubsDeliveriesCmd(cf *clientFlags) *cobra.Command {
 			if limit > 0 {
 				q.Set("limit", fmt.Sprint(limit))
 			}
-			var raw json.RawMessage
-			if _, err := c.do(cmd.Context(), http.MethodGet, "/v1/subscriptions/"+url.PathEscape(args[0])+"/deliveries", q, nil, &raw, 0); err != nil {
-				return err
+			return q
+		},
+		columns: []string{"AT", "EVENT", "ATTEMPT", "STATUS", "CODE", "MS", "REPLAY", "ERROR"},
+		rows: itemRows(func(a map[string]any) []string {
+			ms := "-"
+			if d, ok := a["duration_ms"].(float64); ok {
+				ms = fmt.Sprintf("%.1f", d)
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), raw)
-			}
-			items, err := listItems(raw)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "AT\tEVENT\tATTEMPT\tSTATUS\tCODE\tMS\tREPLAY\tERROR")
-			for _, a := range items {
-				ms := "-"
-				if d, ok := a["duration_ms"].(float64); ok {
-					ms = fmt.Sprintf("%.1f", d)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", str(a["at"]), str(a["event_id"]), str(a["attempt"]), str(a["status"]),
-					str(a["status_code"]), ms, str(a["replay_id"]), str(a["error"]))
-			}
-			return tw.Flush()
+			return []string{str(a["at"]), str(a["event_id"]), str(a["attempt"]), str(a["status"]),
+				str(a["status_code"]), ms, str(a["replay_id"]), str(a["error"])}
 		}),
-	}
+	})
 	f := cmd.Flags()
 	f.StringVar(&status, "status", "", "only succeeded, failed or dead attempts")
 	f.StringVar(&eventID, "event-id", "", "only the attempts of this event")
 	f.IntVar(&limit, "limit", 0, "at most this many (server default 100, at most 1000)")
-	f.BoolVar(&asJSON, "json", false, "print the server's JSON")
 	return cmd
 }

@@ -334,17 +334,7 @@ func (s *Service) exec(ctx context.Context, id string, decide func(r Replay) (ev
 	if id == "" {
 		return Replay{}, ErrNotFound
 	}
-	_, err := s.fold.Exec(ctx, func() ([]eventstore.ProposedEvent, error) {
-		r, err := s.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		ev, ok, err := decide(r)
-		if err != nil || !ok {
-			return nil, err
-		}
-		return []eventstore.ProposedEvent{ev}, nil
-	})
+	err := streamfold.ExecOn(ctx, s.fold, func() (Replay, error) { return s.Get(ctx, id) }, decide)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrFinished) {
 			return Replay{}, err

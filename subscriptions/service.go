@@ -350,17 +350,7 @@ func (s *Service) exec(ctx context.Context, id string, decide func(sub Subscript
 	if id == "" {
 		return Subscription{}, ErrNotFound
 	}
-	_, err := s.fold.Exec(ctx, func() ([]eventstore.ProposedEvent, error) {
-		sub, err := s.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		ev, ok, err := decide(sub)
-		if err != nil || !ok {
-			return nil, err
-		}
-		return []eventstore.ProposedEvent{ev}, nil
-	})
+	err := streamfold.ExecOn(ctx, s.fold, func() (Subscription, error) { return s.Get(ctx, id) }, decide)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return Subscription{}, err

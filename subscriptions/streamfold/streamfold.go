@@ -303,6 +303,25 @@ func (f *Folder) Exec(ctx context.Context, decide func() ([]eventstore.ProposedE
 	}
 }
 
+// ExecOn runs a command on one entity of the model through f.Exec: get
+// loads the entity (its error, such as a not-found, is returned as is) and
+// decide returns the one event to append, or ok=false for a no-op. Like
+// Exec it retries on a conflict, calling get and decide again.
+func ExecOn[T any](ctx context.Context, f *Folder, get func() (T, error), decide func(T) (ev eventstore.ProposedEvent, ok bool, err error)) error {
+	_, err := f.Exec(ctx, func() ([]eventstore.ProposedEvent, error) {
+		v, err := get()
+		if err != nil {
+			return nil, err
+		}
+		ev, ok, err := decide(v)
+		if err != nil || !ok {
+			return nil, err
+		}
+		return []eventstore.ProposedEvent{ev}, nil
+	})
+	return err
+}
+
 // follow re-reads the stream whenever the log's head moves past what the last
 // Sync saw, at most once per MinRefreshInterval and at least once per
 // MaxRefreshInterval.

@@ -148,7 +148,15 @@ func (d *Deliverer) Close() { d.transport.CloseIdleConnections() }
 // The request goes to the transport directly: redirects are never followed
 // (a 3xx is the outcome), so http.Client would only copy the headers for
 // them.
-func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
+func (d *Deliverer) Deliver(ctx context.Context, r Request) Outcome {
+	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout, d.timeout)
+	defer cancel()
+	return d.deliver(ctx, r)
+}
+
+// deliver is Deliver under a context that already ends after the configured
+// timeout with d.timeout as its cause (Deliver's own, or an attemptCtx's).
+func (d *Deliverer) deliver(ctx context.Context, r Request) (o Outcome) {
 	at := d.cfg.Now()
 	start := time.Now()
 	defer func() {
@@ -166,9 +174,6 @@ func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 	if err != nil {
 		return Outcome{Kind: Failed, Err: short("invalid url: " + err.Error())}
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout, d.timeout)
-	defer cancel()
-
 	unix := strconv.FormatInt(at.Unix(), 10)
 	sig := sign(&d.macs, r.Sub.ActiveSecrets(at), b.id, unix, b.body)
 	// One backing array for the values of the fixed headers.
@@ -216,6 +221,83 @@ func (d *Deliverer) Deliver(ctx context.Context, r Request) (o Outcome) {
 	}
 	_ = resp.Body.Close()
 	return classify(resp, nil, d.cfg.Now())
+}
+
+// attemptCtx gives the attempts of one delivery worker their contexts: one
+// context, derived from the route's, serves attempt after attempt and is made
+// again only once it was cancelled (a timeout) or the parent changes (a
+// replay's attempt); one timer, re-armed per attempt, enforces the timeout.
+// Making and tearing down a context with its own timer per attempt (and
+// registering it with the route's context, which every worker of the route
+// shares) was a noticeable part of an attempt's cost. Only the worker calls
+// begin, end and close; the timer's expire runs on its own.
+type attemptCtx struct {
+	d     *Deliverer
+	timer *time.Timer
+
+	mu       sync.Mutex
+	parent   context.Context
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	deadline time.Time // of the attempt under way; zero between attempts
+	expired  bool      // ctx was cancelled by the timer
+}
+
+func (d *Deliverer) newAttemptCtx() *attemptCtx {
+	a := &attemptCtx{d: d}
+	a.timer = time.AfterFunc(time.Hour, a.expire)
+	a.timer.Stop()
+	return a
+}
+
+// begin returns the context of an attempt under parent, which ends when
+// parent does or the configured timeout passes (cause d.timeout). end
+// follows once the attempt is over (its response body closed).
+func (a *attemptCtx) begin(parent context.Context) context.Context {
+	deadline := time.Now().Add(a.d.cfg.Timeout)
+	a.mu.Lock()
+	if a.ctx == nil || a.expired || a.parent != parent {
+		if a.cancel != nil {
+			a.cancel(context.Canceled)
+		}
+		a.ctx, a.cancel = context.WithCancelCause(parent)
+		a.parent, a.expired = parent, false
+	}
+	a.deadline = deadline
+	ctx := a.ctx
+	a.mu.Unlock()
+	// Re-arming a pending timer is cheap; the timer is not stopped between
+	// attempts: a late expiry finds no attempt past its deadline.
+	a.timer.Reset(a.d.cfg.Timeout)
+	return ctx
+}
+
+func (a *attemptCtx) end() {
+	a.mu.Lock()
+	a.deadline = time.Time{}
+	a.mu.Unlock()
+}
+
+// expire cancels the attempt under way if its deadline has passed (the
+// timer may fire late, for an attempt that is over).
+func (a *attemptCtx) expire() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.deadline.IsZero() && !time.Now().Before(a.deadline) {
+		a.cancel(a.d.timeout)
+		a.expired, a.deadline = true, time.Time{}
+	}
+}
+
+// close releases the context and the timer (the worker exits).
+func (a *attemptCtx) close() {
+	a.timer.Stop()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cancel != nil {
+		a.cancel(context.Canceled)
+		a.ctx, a.cancel, a.parent = nil, nil, nil
+	}
 }
 
 // newBodyReader is a delivery's request body. net/http writes the head and

@@ -765,31 +765,43 @@ type task struct {
 	attempt int
 }
 
-// workerIdle is how long a delivery worker waits for the next attempt before
-// it exits. Workers outlive one attempt so a busy route does not start (and
-// grow the stack of) a goroutine per delivery.
+// workerIdle is how long (up to twice that) a delivery worker waits for the
+// next attempt before it exits. Workers outlive one attempt so a busy route
+// does not start (and grow the stack of) a goroutine per delivery.
 const workerIdle = time.Second
 
 func (r *route) worker(t task) {
 	defer r.deliveries.Done()
+	ac := r.p.deliverer.newAttemptCtx()
+	defer ac.close()
+	// The idle timer is not re-armed per attempt: when it fires, a worker
+	// that made attempts since the last time waits another round.
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
+	attempts, seen := 0, 0
 	for {
-		r.results <- r.attempt(t)
-		idle.Reset(workerIdle)
-		select {
-		case t = <-r.tasks:
-		case <-idle.C:
-			return
-		case <-r.exit:
-			return
+		r.results <- r.attempt(t, ac)
+		attempts++
+		for got := false; !got; {
+			select {
+			case t = <-r.tasks:
+				got = true
+			case <-idle.C:
+				if attempts == seen {
+					return
+				}
+				seen = attempts
+				idle.Reset(workerIdle)
+			case <-r.exit:
+				return
+			}
 		}
 	}
 }
 
 // attempt makes one delivery attempt (reading the event first for a
 // retry-queue job).
-func (r *route) attempt(t task) result {
+func (r *route) attempt(t task, ac *attemptCtx) result {
 	j := t.j
 	res := result{j: j}
 	ctx, replayID := r.dctx, ""
@@ -809,7 +821,8 @@ func (r *route) attempt(t task) result {
 		}
 		ev, res.ev = &e, &e
 	}
-	res.out = r.p.deliverer.Deliver(ctx, Request{Sub: t.sub, Event: *ev, Attempt: t.attempt, ReplayID: replayID})
+	res.out = r.p.deliverer.deliver(ac.begin(ctx), Request{Sub: t.sub, Event: *ev, Attempt: t.attempt, ReplayID: replayID})
+	ac.end()
 	res.cancelled = res.out.Kind != Succeeded && ctx.Err() != nil
 	return res
 }

@@ -28,6 +28,10 @@ type batchItem struct {
 	// done, when set, is called once the item is committed (nil error) or
 	// given up (the store failed until Stop).
 	done func(error)
+	// route, when set, gets note back the same way (route.noted): a route's
+	// attempts need no closure each.
+	route *route
+	note  note
 	// flush commits the batch at once (sync).
 	flush bool
 }
@@ -266,7 +270,11 @@ func (b *batcher) flush(buf []batchItem) {
 		}
 		b.mu.Unlock()
 	}
-	for _, it := range buf {
+	for i := range buf {
+		it := &buf[i]
+		if it.route != nil {
+			it.route.noted(it.note, err)
+		}
 		if it.done != nil {
 			it.done(err)
 		}

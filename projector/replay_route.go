@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/uuid"
 	"golang.org/x/time/rate"
 
 	"github.com/hooklog/hooklog/eventstore"
@@ -489,7 +488,7 @@ func (r *route) onReplayResult(res result) {
 	}
 	j.attempts++
 	a := &Attempt{
-		ID: uuid.Must(uuid.NewV7()).String(), EventID: j.eventID.String(), Attempt: j.attempts, StatusCode: out.StatusCode, Error: out.Err,
+		uid: newAttemptID(out.At), eventUID: j.eventID, Attempt: j.attempts, StatusCode: out.StatusCode, Error: out.Err,
 		DurationMS: float64(out.Duration.Microseconds()) / 1000, At: out.At, ReplayID: c.id,
 	}
 	switch out.Kind {

@@ -850,7 +850,7 @@ func (r *route) onResult(res result) {
 	}
 	j.attempts++
 	a := &Attempt{
-		ID: uuid.Must(uuid.NewV7()).String(), EventID: j.eventID.String(), Attempt: j.attempts, StatusCode: out.StatusCode, Error: out.Err,
+		uid: newAttemptID(out.At), eventUID: j.eventID, Attempt: j.attempts, StatusCode: out.StatusCode, Error: out.Err,
 		DurationMS: float64(out.Duration.Microseconds()) / 1000, At: out.At,
 	}
 	old := j.retryKey
@@ -926,19 +926,23 @@ func (r *route) openCircuit(now time.Time, cooldown time.Duration) {
 // it is committed.
 func (r *route) submit(a *Attempt, ops []eventstore.StateOp, n note) {
 	r.awaiting++
-	err := r.p.batcher.submit(batchItem{sub: r.key, attempt: a, ops: ops, done: func(err error) {
-		n.err = err
-		r.noteMu.Lock()
-		r.notes = append(r.notes, n)
-		r.noteMu.Unlock()
-		select {
-		case r.noteSig <- struct{}{}:
-		default:
-		}
-	}})
+	err := r.p.batcher.submit(batchItem{sub: r.key, attempt: a, ops: ops, route: r, note: n})
 	if err != nil {
 		r.awaiting--
 		r.p.cfg.Logger.Error("projector: an attempt could not be recorded; it is sent again after a restart", "subscription", r.id, "err", err)
+	}
+}
+
+// noted hands the route the confirmation n of a submitted attempt (the
+// batcher calls it once the attempt is committed, or given up with err).
+func (r *route) noted(n note, err error) {
+	n.err = err
+	r.noteMu.Lock()
+	r.notes = append(r.notes, n)
+	r.noteMu.Unlock()
+	select {
+	case r.noteSig <- struct{}{}:
+	default:
 	}
 }
 

@@ -109,6 +109,24 @@ type Deliverer struct {
 	targets   targetCache
 	bodies    bodyCache
 	macs      macCache
+	unix      unixCache
+}
+
+// unixCache keeps the text of the latest second seen, for webhook-timestamp.
+type unixCache struct{ p atomic.Pointer[unixText] }
+
+type unixText struct {
+	sec  int64
+	text string
+}
+
+func (c *unixCache) text(sec int64) string {
+	if t := c.p.Load(); t != nil && t.sec == sec {
+		return t.text
+	}
+	t := &unixText{sec: sec, text: strconv.FormatInt(sec, 10)}
+	c.p.Store(t)
+	return t.text
 }
 
 // NewDeliverer builds a Deliverer. Errors wrap ErrInvalidConfig and name the field.
@@ -174,7 +192,7 @@ func (d *Deliverer) deliver(ctx context.Context, r Request) (o Outcome) {
 	if err != nil {
 		return Outcome{Kind: Failed, Err: short("invalid url: " + err.Error())}
 	}
-	unix := strconv.FormatInt(at.Unix(), 10)
+	unix := d.unix.text(at.Unix())
 	sig := sign(&d.macs, r.Sub.ActiveSecrets(at), b.id, unix, b.body)
 	// One backing array for the values of the fixed headers.
 	vals := [...]string{"application/json", b.id, unix, sig, r.ReplayID, d.cfg.UserAgent}
@@ -355,8 +373,8 @@ func (b *cachedBody) matches(e *eventstore.Event) bool {
 // thousands of events apart, so the cache has many slots; its memory is
 // bounded by bytes (bodies and the data they share with their events).
 const (
-	bodySlots      = 16384
-	bodyCacheBytes = 8 << 20
+	bodySlots      = 1 << 15
+	bodyCacheBytes = 16 << 20
 	maxCachedBody  = 64 << 10
 )
 

@@ -42,6 +42,12 @@ type StateOp struct {
 	Value        []byte
 	Delete       bool
 	DeletePrefix bool
+	// New, on a set, is a hint that the key is not in the bucket (a key
+	// made fresh, such as one holding a new unique id): a backend may write
+	// it without looking for a value to replace. The result is the same as
+	// without the hint, also when the key does exist (the PostgreSQL backend
+	// then runs the commit again as upserts).
+	New bool
 }
 
 // ScanParams selects keys for ScanState.

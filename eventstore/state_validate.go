@@ -21,7 +21,7 @@ const (
 // An op must do exactly one thing: set (Value != nil, which may be empty),
 // Delete, or DeletePrefix. Bucket is 1..MaxStateBucketLen bytes of UTF-8
 // without NUL; Key is 1..MaxStateKeyLen bytes, except that a DeletePrefix key
-// may be empty (every key of the bucket).
+// may be empty (every key of the bucket). New is only for sets.
 func (c *StateCommit) Validate() error {
 	v := &ValidationError{}
 	for i := range c.Appends {
@@ -58,6 +58,8 @@ func (c *StateCommit) Validate() error {
 			v.add(f("value"), "must be nil when deleting")
 		case !op.Delete && !op.DeletePrefix && op.Value == nil:
 			v.add(f("value"), "is required (use an empty, non-nil slice for no value)")
+		case op.New && (op.Delete || op.DeletePrefix):
+			v.add(f("new"), "applies to sets only")
 		}
 	}
 	return v.orNil()

@@ -31,6 +31,7 @@ func init() {
 		testCase{"StateCommitAtomic", testStateCommitAtomic},
 		testCase{"StateCommitAppends", testStateCommitAppends},
 		testCase{"StateCommitIdempotent", testStateCommitIdempotent},
+		testCase{"StateNewHint", testStateNewHint},
 		testCase{"StateConcurrentCommits", testStateConcurrent},
 		testCase{"StateReopen", testStateReopen},
 		testCase{"StateClosed", testStateClosed},
@@ -466,6 +467,7 @@ func testStateValidation(t *testing.T, h Harness) {
 		{"nil value", nil, eventstore.StateOp{Bucket: "val", Key: []byte("k")}},
 		{"delete with a value", nil, eventstore.StateOp{Bucket: "val", Key: []byte("k"), Value: []byte("v"), Delete: true}},
 		{"delete and delete prefix", nil, eventstore.StateOp{Bucket: "val", Key: []byte("k"), Delete: true, DeletePrefix: true}},
+		{"new on a delete", nil, eventstore.StateOp{Bucket: "val", Key: []byte("k"), Delete: true, New: true}},
 		{"bad op beside a good append", []eventstore.AppendParams{good}, setOp("", "k", "v")},
 		{"bad append beside good ops", []eventstore.AppendParams{good, {Stream: "bad stream!", Events: []eventstore.ProposedEvent{ev("val.event", "")}}}, setOp("val", "k", "v")},
 		{"append without events", []eventstore.AppendParams{{Stream: "val-2"}}, setOp("val", "k", "v")},
@@ -704,6 +706,41 @@ func testStateCommitIdempotent(t *testing.T, h Harness) {
 	// Some ids known, some not: a conflict, as for Append.
 	if _, err := ss.CommitState(ctx, eventstore.StateCommit{Appends: []eventstore.AppendParams{{Stream: "idem", Events: []eventstore.ProposedEvent{evs[0], ev("idem.new", "")}}}}); !errors.Is(err, eventstore.ErrIDConflict) {
 		t.Errorf("CommitState with some known ids: %v, want ErrIDConflict", err)
+	}
+}
+
+// testStateNewHint: sets hinted New land like any set, also when the hint is
+// wrong (the key exists): then the whole commit still applies once.
+func testStateNewHint(t *testing.T, h Harness) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s, ss, _ := openState(t, h)
+	newOp := func(key, value string) eventstore.StateOp {
+		op := setOp("hint", key, value)
+		op.New = true
+		return op
+	}
+	mustCommit(ctx, t, ss, eventstore.StateCommit{Ops: []eventstore.StateOp{
+		newOp("a", "1"), newOp("b", ""), setOp("hint", "c", "1"), delOp("hint", "missing"),
+	}})
+	assertBucket(ctx, t, ss, "hint", []kv{{"a", "1"}, {"b", ""}, {"c", "1"}}, "after new keys")
+
+	head := mustHead(ctx, t, s)
+	res := mustCommit(ctx, t, ss, eventstore.StateCommit{
+		Appends: []eventstore.AppendParams{{Stream: "hint", Events: []eventstore.ProposedEvent{ev("hint.one", "")}}},
+		Ops: []eventstore.StateOp{
+			newOp("a", "2"), // exists: the hint is wrong
+			newOp("d", "1"), setOp("hint", "c", "2"), delOp("hint", "b"),
+			delPrefixOp("hint", "p/"), newOp("p/1", "1"), // gone before it is set
+		},
+	})
+	if len(res) != 1 || res[0].Duplicate || len(res[0].Events) != 1 {
+		t.Fatalf("commit with a wrong hint: %+v, want one appended event", res)
+	}
+	assertBucket(ctx, t, ss, "hint", []kv{{"a", "2"}, {"c", "2"}, {"d", "1"}, {"p/1", "1"}}, "after a wrong hint")
+	evs, _ := readAll(ctx, t, s, head, eventstore.Filter{})
+	if n := len(evs); n != 1 {
+		t.Errorf("commit with a wrong hint appended %d events, want 1", n)
 	}
 }
 

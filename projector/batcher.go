@@ -335,11 +335,13 @@ func (b *batcher) build(buf []batchItem, cps map[string][]byte, deletes [][]byte
 	}
 	subs, values := make([][]byte, 0, len(order)), make([][]byte, 0, len(order))
 	for _, g := range order {
-		ops = append(ops, eventstore.StateOp{Bucket: bucketAttempts, Key: append(bytes.Clone(g.sub), g.tail...), Value: g.records})
+		// Every attempts key holds a fresh attempt id: New (PostgreSQL
+		// inserts them without an upsert's look for an existing row).
+		ops = append(ops, eventstore.StateOp{Bucket: bucketAttempts, Key: append(bytes.Clone(g.sub), g.tail...), Value: g.records, New: true})
 		for _, m := range g.members {
-			ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByEvent, Key: m.byEvent, Value: g.tail})
+			ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByEvent, Key: m.byEvent, Value: g.tail, New: true})
 			if m.byStatus != nil {
-				ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByStatus, Key: m.byStatus, Value: g.tail})
+				ops = append(ops, eventstore.StateOp{Bucket: bucketAttemptsByStatus, Key: m.byStatus, Value: g.tail, New: true})
 			}
 		}
 		subs, values = append(subs, g.sub), append(values, g.records)

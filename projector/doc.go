@@ -20,7 +20,10 @@
 // (Config.RouteInbox events). A route that is behind (a subscription starting
 // from the beginning, a time or a cursor; a route whose circuit was open; a
 // route whose inbox overflowed) is detached: it reads the store on its own
-// with its filter until it reaches the tail, then attaches again. A route
+// with its filter until it reaches the tail, then attaches again; the part of
+// the log the tail read lately (its last 16 MB of events) it reads from the
+// tail's memory instead, so routes that fall behind in a burst do not each
+// read it again. A route
 // takes only events after the position it has read up to, so the seam has no
 // gap and no duplicate. Readers use eventstore.Filter.NoInternal: hooklog's
 // own streams are never delivered.
@@ -62,7 +65,8 @@
 // Per route the engine holds at most RouteInbox events in its inbox, about
 // two reads (TailBatch) of events waiting for a window slot, max_in_flight
 // attempts, 65,536 tracked unsettled positions and 512 retry-queue entries;
-// everything else stays in the log and the state store. While a route's
+// shared by all routes are the tail's recent reads and the delivery bodies
+// (16 MB each); everything else stays in the log and the state store. While a route's
 // circuit is open it reads nothing new.
 //
 // # Crash safety

@@ -530,7 +530,13 @@ func (r *route) wantRead() bool {
 // readOwn reads the store after readPos (a detached route); at the head it
 // attaches to the tail.
 func (r *route) readOwn(now time.Time) {
-	res, err := r.p.store.ReadAll(r.ctx, eventstore.ReadParams{After: r.readPos, Filter: r.filter, Limit: r.p.cfg.TailBatch, MaxScan: ownMaxScan})
+	var res eventstore.ReadResult
+	var err error
+	if evs, next, ok := r.p.tail.readRecent(r.readPos, r.match, r.p.cfg.TailBatch); ok {
+		res = eventstore.ReadResult{Events: evs, Next: next} // what the tail read lately
+	} else {
+		res, err = r.p.store.ReadAll(r.ctx, eventstore.ReadParams{After: r.readPos, Filter: r.filter, Limit: r.p.cfg.TailBatch, MaxScan: ownMaxScan})
+	}
 	if err != nil {
 		if r.ctx.Err() == nil {
 			r.p.cfg.Logger.Error("projector: reading the log failed; retrying", "subscription", r.id, "err", err)

@@ -37,14 +37,30 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 	if err := p.Validate(); err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	args := appendArgs(p)
-	res, err := s.appendWith(ctx, s.pool, s.q.appendFast, p, args)
+	var (
+		res  eventstore.AppendResult
+		err  error
+		args []any
+	)
+	if last, ok := s.knownNext(p); ok {
+		res, err = s.appendNext(ctx, p, last)
+		if err != nil && !errors.Is(err, errSlowPath) {
+			s.forgetVersion(p.Stream) // moved on (or an id conflict): ask the database
+		}
+	} else {
+		args = appendArgs(p)
+		res, err = s.appendWith(ctx, s.pool, s.q.appendFast, p, args)
+	}
 	if err == nil {
+		s.appendedVersion(p.Stream, res)
 		s.appended(res)
 		return res, nil
 	}
 	if !errors.Is(err, errSlowPath) && !isRetryable(err) {
 		return eventstore.AppendResult{}, s.translate(err, "append")
+	}
+	if args == nil {
+		args = appendArgs(p)
 	}
 	for attempt := 1; ; attempt++ {
 		res, err := s.appendWith(ctx, s.pool, s.q.append, p, args)
@@ -54,6 +70,7 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 		if err != nil {
 			return eventstore.AppendResult{}, s.translate(err, "append")
 		}
+		s.appendedVersion(p.Stream, res)
 		s.appended(res)
 		return res, nil
 	}
@@ -66,6 +83,109 @@ func (s *Store) appended(res eventstore.AppendResult) {
 	if !res.Duplicate {
 		s.kick(s.localKick)
 	}
+}
+
+// appendedVersion remembers the stream's last version after a committed
+// Append that wrote.
+func (s *Store) appendedVersion(stream string, res eventstore.AppendResult) {
+	if !res.Duplicate {
+		s.noteVersion(stream, res.Events[len(res.Events)-1].Version)
+	}
+}
+
+// maxKnownStreams bounds Store.versions; when full it is emptied, and the
+// streams appended to next are learnt again from their appends.
+const maxKnownStreams = 1 << 14
+
+// noteVersion remembers v as stream's last version, committed by this
+// Store's Append. Only ever a lower bound of the stream's true last version:
+// the log is append-only and another writer can only have added to it.
+func (s *Store) noteVersion(stream string, v int64) {
+	s.verMu.Lock()
+	defer s.verMu.Unlock()
+	if s.versions == nil || len(s.versions) >= maxKnownStreams {
+		s.versions = make(map[string]int64)
+	}
+	if cur, ok := s.versions[stream]; !ok || cur < v {
+		s.versions[stream] = v
+	}
+}
+
+// forgetVersion drops what this Store remembers of stream's last version.
+func (s *Store) forgetVersion(stream string) {
+	s.verMu.Lock()
+	delete(s.versions, stream)
+	s.verMu.Unlock()
+}
+
+// knownNext returns the stream's remembered last version when appending p on
+// it needs no other check: the expected version is any, exists, or exactly the
+// remembered one. (If the stream has moved on since, the append fails on the
+// next version's unique key and falls back; see appendNext1 in sql.go.)
+func (s *Store) knownNext(p eventstore.AppendParams) (int64, bool) {
+	if p.Expected.IsNoStream() {
+		return 0, false
+	}
+	s.verMu.Lock()
+	last, ok := s.versions[p.Stream]
+	s.verMu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	if v, exact := p.Expected.Exact(); exact && v != last {
+		return 0, false
+	}
+	return last, true
+}
+
+// appendNext is the fast path with the versions known: p's events become
+// versions last+1... errSlowPath when the stream's lock is busy; a unique
+// violation when the stream has moved on or an id is already in the log.
+func (s *Store) appendNext(ctx context.Context, p eventstore.AppendParams, last int64) (eventstore.AppendResult, error) {
+	var rows pgx.Rows
+	var err error
+	if len(p.Events) == 1 {
+		e := p.Events[0]
+		var meta any
+		if len(e.Metadata) > 0 {
+			meta = e.Metadata
+		}
+		rows, err = s.pool.Query(ctx, s.q.appendNext1, p.Stream, last+1, e.ID, e.Type, e.Tenant, e.Data, meta)
+	} else {
+		a := appendArgs(p)
+		rows, err = s.pool.Query(ctx, s.q.appendNextN, p.Stream, last, a[3], a[4], a[5], a[6], a[7])
+	}
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	res := eventstore.AppendResult{Events: make([]eventstore.AppendedEvent, len(p.Events))}
+	n := 0
+	for rows.Next() {
+		var txid, seq, version int64
+		if err := rows.Scan(&txid, &seq, &version); err != nil {
+			rows.Close()
+			return eventstore.AppendResult{}, err
+		}
+		i := version - last - 1
+		if i < 0 || i >= int64(len(p.Events)) {
+			rows.Close()
+			return eventstore.AppendResult{}, fmt.Errorf("append returned version %d after %d for %d events", version, last, len(p.Events))
+		}
+		res.Events[i] = eventstore.AppendedEvent{ID: p.Events[i].ID, Position: eventstore.Position{Hi: uint64(txid), Lo: uint64(seq)}, Version: version}
+		n++
+	}
+	// The statement's implicit transaction has committed once the rows are
+	// drained without error.
+	if err := rows.Err(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	switch n {
+	case 0:
+		return eventstore.AppendResult{}, errSlowPath
+	case len(p.Events):
+		return res, nil
+	}
+	return eventstore.AppendResult{}, fmt.Errorf("append returned %d rows for %d events", n, len(p.Events))
 }
 
 // AppendTx appends p inside the caller's transaction (transactional outbox):

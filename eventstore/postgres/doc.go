@@ -51,6 +51,13 @@
 // which waits for the stream's lock and answers duplicates, id conflicts and
 // wrong versions without writing. AppendTx always uses append_events.
 //
+// A Store remembers the last version its Appends committed to each stream
+// (up to 16384 streams). When the expected version allows, the fast path then
+// sends the versions instead of looking the stream up: the log is append-only
+// and versions are dense, so if another writer has appended meanwhile, the
+// next version exists and the INSERT fails on the (stream, version) key; the
+// Store forgets the stream and append_events answers.
+//
 // # Wait, LISTEN/NOTIFY and polling
 //
 // Each Store runs one watcher goroutine that owns an eventstore.HeadWatch and

@@ -17,6 +17,8 @@ const eventCols = `txid, seq, id, stream, version, type, tenant, data, metadata,
 type sqlText struct {
 	append      string
 	appendFast  string
+	appendNext1 string // appendNext for a single event
+	appendNextN string
 	head        string
 	positionAt  string
 	readAll     string // no filter
@@ -72,6 +74,37 @@ func newSQLText(schema string) sqlText {
 			SELECT 0, id, txid, seq, version FROM ins
 			UNION ALL
 			SELECT 4, NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM ins)`),
+		// Append's fast path when this Store knows the stream's last
+		// version (see Store.lastVersion): no lookup, the versions are sent.
+		// Versions are dense and the log is append-only, so a stale (too
+		// small) guess cannot slip in: the stream's row with the next version
+		// exists and the INSERT fails on events_stream_version_key, and
+		// Append falls back to append_events, as for ids already in the log.
+		// A busy stream lock returns no row (fall back too). The lock is the
+		// fast path's own, for the same reason: the transaction id, assigned
+		// by the INSERT after the lock, is larger than the previous
+		// appender's. The single-event form takes scalars ($2 = the version
+		// to write); the batch form computes the transaction id and the
+		// snapshot xmin once (after the lock; an earlier xmin is still valid
+		// for PositionAt) instead of in every row's column defaults.
+		appendNext1: r.Replace(`WITH lk AS MATERIALIZED (
+				SELECT pg_try_advisory_xact_lock(hashtextextended('hooklog.stream.{{schema}}.' || $1, 0)) AS ok
+			)
+			INSERT INTO {{schema}}.events AS e (id, stream, version, type, tenant, data, metadata)
+			SELECT $3::uuid, $1, $2::bigint, $4::text, $5::text, $6::jsonb, $7::jsonb FROM lk WHERE lk.ok
+			RETURNING e.txid, e.seq, e.version`),
+		// $2 = the stream's last version; the batch's versions follow it.
+		appendNextN: r.Replace(`WITH lk AS MATERIALIZED (
+				SELECT pg_try_advisory_xact_lock(hashtextextended('hooklog.stream.{{schema}}.' || $1, 0)) AS ok
+			), x AS MATERIALIZED (
+				SELECT pg_current_xact_id()::text::bigint AS txid, {{horizon}} AS xmin FROM lk WHERE lk.ok
+			)
+			INSERT INTO {{schema}}.events AS e (txid, xmin_at_insert, id, stream, version, type, tenant, data, metadata)
+			SELECT x.txid, x.xmin, u.id, $1, $2::bigint + u.ord, u.type, u.tenant, u.data, u.metadata
+			  FROM x, unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+			       WITH ORDINALITY AS u(id, type, tenant, data, metadata, ord)
+			 ORDER BY u.ord
+			RETURNING e.txid, e.seq, e.version`),
 		head: r.Replace(`SELECT h.txid, h.seq, p.txid, p.seq FROM (SELECT 1) AS one
 			LEFT JOIN LATERAL (` + headSQL + `) AS h ON true
 			LEFT JOIN LATERAL (` + pendingSQL + `) AS p ON true`),

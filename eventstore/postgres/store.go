@@ -33,6 +33,9 @@ type Store struct {
 	localKick  chan struct{}       // an Append of this Store committed
 	remoteKick chan struct{}       // a notification arrived
 
+	verMu    sync.Mutex
+	versions map[string]int64 // stream -> last version committed by Append (a lower bound)
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	cancel    context.CancelFunc

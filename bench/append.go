@@ -258,9 +258,25 @@ type latency struct {
 	n              int
 	p50, p99, max  time.Duration // append call start -> reader has the event
 	ackP50, ackP99 time.Duration // append call start -> Append returned
+	// The raw floor, when measured: single-row INSERT commits into a bare
+	// table at the same rate, call start -> commit returned.
+	floorP50, floorP99 time.Duration
+	floor              string // what the floor is; "" = none
 }
 
 func (l latency) result(driver string) Result {
+	r := l.resultNoFloor(driver)
+	if l.floor != "" {
+		r.Baseline = l.floor
+		r.BaselineText = fmt.Sprintf("p50 %s p99 %s", ms(l.floorP50), ms(l.floorP99))
+		r.BaselineValue = float64(l.floorP99) / float64(time.Millisecond)
+		r.Ratio = float64(l.p99) / float64(l.floorP99) // the p99s: >1 is slower than the floor
+		r.Note += fmt.Sprintf("; RATIO = p99 / the baseline's commit p99 (%s over it)", ms(l.p99-l.floorP99))
+	}
+	return r
+}
+
+func (l latency) resultNoFloor(driver string) Result {
 	return Result{
 		Scenario: fmt.Sprintf("append->Follow latency @%d ev/s", l.rate),
 		Driver:   driver,
@@ -314,39 +330,76 @@ func tailLatency(ctx context.Context, s eventstore.Store, rate int, d time.Durat
 		}, nil)
 	}()
 
-	// A pacer hands out send slots at the target rate; a pool of appenders
-	// takes them, so one slow commit does not stall the schedule.
-	const appenders = 16
+	acks, elapsed, err := paced(ctx, rate, total, func(w int, t0 time.Time) error {
+		ev := make(map[string]any, len(body)+1)
+		for k, v := range body {
+			ev[k] = v
+		}
+		ev["sent_unix_nano"] = t0.UnixNano()
+		b, _ := json.Marshal(ev)
+		_, err := s.Append(ctx, eventstore.AppendParams{
+			Stream: fmt.Sprintf("bench-tail-%d", w),
+			Events: []eventstore.ProposedEvent{{Type: "order.paid", Data: b}},
+		})
+		return err
+	})
+	if err != nil {
+		return latency{}, fmt.Errorf("tail latency: append: %w", err)
+	}
+
+	var lat []time.Duration
+	timeout := time.After(30 * time.Second)
+	for len(lat) < total {
+		select {
+		case l := <-seen:
+			lat = append(lat, l)
+		case err := <-readerDone:
+			return latency{}, fmt.Errorf("tail latency: reader stopped: %v", err)
+		case <-timeout:
+			return latency{}, fmt.Errorf("tail latency: reader saw %d of %d events after 30s", len(lat), total)
+		}
+	}
+	stopReader()
+	<-readerDone
+
+	sortDurations(lat)
+	sortDurations(acks)
+	return latency{
+		rate: rate, achieved: float64(total) / elapsed.Seconds(), n: total,
+		p50: percentile(lat, 0.50), p99: percentile(lat, 0.99), max: lat[len(lat)-1],
+		ackP50: percentile(acks, 0.50), ackP99: percentile(acks, 0.99),
+	}, nil
+}
+
+// tailAppenders is how many goroutines take the paced send slots.
+const tailAppenders = 16
+
+// paced calls op total times at rate calls/s, paced by the clock: a pacer
+// hands out send slots and tailAppenders goroutines take them, so one slow
+// call does not stall the schedule. op gets its worker number and the slot's
+// start time. It returns each call's duration (unsorted) and the elapsed time.
+func paced(ctx context.Context, rate, total int, op func(w int, t0 time.Time) error) ([]time.Duration, time.Duration, error) {
 	slots := make(chan struct{})
-	acks := make(chan time.Duration, total)
-	errc := make(chan error, appenders)
+	durs := make(chan time.Duration, total)
+	errc := make(chan error, tailAppenders)
 	var wg sync.WaitGroup
-	for w := 0; w < appenders; w++ {
+	for w := 0; w < tailAppenders; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range slots {
 				t0 := time.Now()
-				ev := make(map[string]any, len(body)+1)
-				for k, v := range body {
-					ev[k] = v
-				}
-				ev["sent_unix_nano"] = t0.UnixNano()
-				b, _ := json.Marshal(ev)
-				_, err := s.Append(ctx, eventstore.AppendParams{
-					Stream: fmt.Sprintf("bench-tail-%d", w),
-					Events: []eventstore.ProposedEvent{{Type: "order.paid", Data: b}},
-				})
-				if err != nil {
+				if err := op(w, t0); err != nil {
 					errc <- err
 					return
 				}
-				acks <- time.Since(t0)
+				durs <- time.Since(t0)
 			}
 		}()
 	}
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()
+	var err error
 pace:
 	for i := 0; i < total; i++ {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
@@ -370,35 +423,10 @@ pace:
 		default:
 		}
 	}
-	if err != nil {
-		return latency{}, fmt.Errorf("tail latency: append: %w", err)
+	close(durs)
+	out := make([]time.Duration, 0, total)
+	for d := range durs {
+		out = append(out, d)
 	}
-	close(acks)
-
-	var lat []time.Duration
-	timeout := time.After(30 * time.Second)
-	for len(lat) < total {
-		select {
-		case l := <-seen:
-			lat = append(lat, l)
-		case err := <-readerDone:
-			return latency{}, fmt.Errorf("tail latency: reader stopped: %v", err)
-		case <-timeout:
-			return latency{}, fmt.Errorf("tail latency: reader saw %d of %d events after 30s", len(lat), total)
-		}
-	}
-	stopReader()
-	<-readerDone
-
-	ack := make([]time.Duration, 0, total)
-	for a := range acks {
-		ack = append(ack, a)
-	}
-	sortDurations(lat)
-	sortDurations(ack)
-	return latency{
-		rate: rate, achieved: float64(total) / elapsed.Seconds(), n: total,
-		p50: percentile(lat, 0.50), p99: percentile(lat, 0.99), max: lat[len(lat)-1],
-		ackP50: percentile(ack, 0.50), ackP99: percentile(ack, 0.99),
-	}, nil
+	return out, elapsed, err
 }

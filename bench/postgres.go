@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -166,9 +167,15 @@ func postgresAppend(ctx context.Context, o AppendOptions) (results []Result, err
 		Target: ">= 0.80 of baseline", Met: ptr(r[0]/r[1] >= 0.8),
 	})
 
-	// 3. Tail latency.
-	fmt.Fprintf(o.Progress, "postgres: tail latency at %d ev/s for %s...\n", o.TailRate, o.Duration)
-	s, err := env.openStore(ctx, 16)
+	// 3. Tail latency, next to its floor: the commit latency of single-row
+	// INSERTs into the bare table at the same rate, from as many
+	// connections, measured just before.
+	fmt.Fprintf(o.Progress, "postgres: single-row INSERT commit latency at %d/s for %s, then tail latency...\n", o.TailRate, o.Duration)
+	floor, err := rawCommitLatency(ctx, env, o.TailRate, o.Duration, data)
+	if err != nil {
+		return results, err
+	}
+	s, err := env.openStore(ctx, tailAppenders)
 	if err != nil {
 		return results, err
 	}
@@ -177,8 +184,34 @@ func postgresAppend(ctx context.Context, o AppendOptions) (results []Result, err
 	if err != nil {
 		return results, err
 	}
+	lat.floorP50, lat.floorP99 = percentile(floor, 0.50), percentile(floor, 0.99)
+	lat.floor = fmt.Sprintf("commit latency of single-row INSERTs into a bare table at the same rate from %d connections, measured just before", tailAppenders)
 	results = append(results, lat.result("postgres"))
 	return results, nil
+}
+
+// rawCommitLatency inserts single rows into a fresh bare table at rate/s for
+// d, paced like tailLatency's appends, and returns each INSERT's latency
+// (autocommit: call start -> committed), sorted.
+func rawCommitLatency(ctx context.Context, env *pgEnv, rate int, d time.Duration, data []byte) ([]time.Duration, error) {
+	raw, err := env.rawPool(ctx, tailAppenders)
+	if err != nil {
+		return nil, fmt.Errorf("bench: baseline table: %w", err)
+	}
+	defer raw.Close()
+	insert := fmt.Sprintf("INSERT INTO %s.raw_events (id, stream, version, type, tenant, data) VALUES ($1, $2, $3, $4, $5, $6)", env.rawSchema)
+	total := max(int(float64(rate)*d.Seconds()), 1)
+	var version atomic.Int64
+	durs, _, err := paced(ctx, rate, total, func(w int, _ time.Time) error {
+		id, _ := uuid.NewV7()
+		_, err := raw.Exec(ctx, insert, id, fmt.Sprintf("bench-tail-%d", w), version.Add(1), "order.paid", "", string(data))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: baseline commit latency: %w", err)
+	}
+	sortDurations(durs)
+	return durs, nil
 }
 
 // pgCompare measures appends of `batch` events from `conns` writers against a

@@ -70,9 +70,10 @@ func secretKey(secret string) []byte {
 
 // macState is one keyed HMAC-SHA256 (crypto/hmac) and its scratch space.
 type macState struct {
-	mac hash.Hash
-	buf []byte // id "." unix "."
-	sum []byte
+	mac  hash.Hash
+	buf  []byte // id "." unix "."
+	sum  []byte
+	pool *sync.Pool // where it goes back (nil: a fresh state, not kept)
 }
 
 func newMACState(secret string) *macState {
@@ -84,36 +85,58 @@ const maxCachedSecrets = 4096
 
 // macCache keeps keyed HMAC states per secret for reuse with Reset, so an
 // attempt neither decodes its secrets nor hashes their key pads again. A nil
-// *macCache hands out fresh states.
+// *macCache hands out fresh states. Its map is copied on write (a new
+// secret), so a lookup takes no lock and allocates nothing.
 type macCache struct {
-	pools sync.Map // secret → *sync.Pool of *macState
-	n     atomic.Int64
+	pools atomic.Pointer[map[string]*sync.Pool]
+	mu    sync.Mutex // adding a secret
 }
 
 func (c *macCache) get(secret string) *macState {
 	if c == nil {
 		return newMACState(secret)
 	}
-	if p, ok := c.pools.Load(secret); ok {
-		if st, _ := p.(*sync.Pool).Get().(*macState); st != nil {
-			return st
-		}
+	p := c.pool(secret)
+	st, _ := p.Get().(*macState)
+	if st == nil {
+		st = newMACState(secret)
+		st.pool = p
 	}
-	return newMACState(secret)
+	return st
 }
 
-func (c *macCache) put(secret string, st *macState) {
-	if c == nil {
+func (c *macCache) pool(secret string) *sync.Pool {
+	if m := c.pools.Load(); m != nil {
+		if p := (*m)[secret]; p != nil {
+			return p
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var old map[string]*sync.Pool
+	if m := c.pools.Load(); m != nil {
+		old = *m
+	}
+	if p := old[secret]; p != nil {
+		return p
+	}
+	if len(old) >= maxCachedSecrets {
+		old = nil // rotated and deleted secrets go with the rest
+	}
+	m := make(map[string]*sync.Pool, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	p := &sync.Pool{}
+	m[secret] = p
+	c.pools.Store(&m)
+	return p
+}
+
+func (c *macCache) put(_ string, st *macState) {
+	if st.pool == nil {
 		return
 	}
 	st.mac.Reset()
-	p, ok := c.pools.Load(secret)
-	if !ok {
-		if c.n.Add(1) > maxCachedSecrets {
-			c.pools.Clear() // rotated and deleted secrets go with the rest
-			c.n.Store(1)
-		}
-		p, _ = c.pools.LoadOrStore(secret, &sync.Pool{})
-	}
-	p.(*sync.Pool).Put(st)
+	st.pool.Put(st)
 }

@@ -35,15 +35,19 @@ func (c *StateCommit) Validate() error {
 			}
 		}
 	}
+	okBucket := "" // the last bucket found valid: commits use a few buckets over and over
 	for i, op := range c.Ops {
 		f := func(name string) string { return fmt.Sprintf("ops[%d].%s", i, name) }
 		switch {
+		case op.Bucket == okBucket && op.Bucket != "":
 		case op.Bucket == "":
 			v.add(f("bucket"), "is required")
 		case len(op.Bucket) > MaxStateBucketLen:
 			v.add(f("bucket"), "at most %d bytes, got %d", MaxStateBucketLen, len(op.Bucket))
 		case !utf8.ValidString(op.Bucket) || strings.IndexByte(op.Bucket, 0) >= 0:
 			v.add(f("bucket"), "must be UTF-8 without NUL")
+		default:
+			okBucket = op.Bucket
 		}
 		switch {
 		case len(op.Key) > MaxStateKeyLen:

@@ -179,6 +179,13 @@ func postgresAppend(ctx context.Context, o AppendOptions) (results []Result, err
 	if err != nil {
 		return results, err
 	}
+	// Like the floor's pool, the store's connections are established before
+	// measuring: otherwise the first appends each pay for a new backend,
+	// and by commit order every event after them waits too.
+	if err := warm(ctx, s, tailAppenders, data); err != nil {
+		_ = s.Close()
+		return results, fmt.Errorf("bench: warm up: %w", err)
+	}
 	lat, err := tailLatency(ctx, s, o.TailRate, o.Duration, data)
 	err = errors.Join(err, s.Close())
 	if err != nil {

@@ -27,7 +27,14 @@ func TestRunAppendEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkResults(t, res, 3)
+	// batch, bare bbolt reference, single-event, tail latency (with its floor).
+	checkResults(t, res, 4)
+	if r := res[1]; r.Met != nil || r.Ratio <= 0 || !strings.Contains(r.Baseline, "hooklog reaches") {
+		t.Errorf("engine reference row: %+v", r)
+	}
+	if r := res[3]; !strings.Contains(r.Baseline, "fsync") || r.Ratio <= 0 {
+		t.Errorf("tail latency row without its floor: %+v", r)
+	}
 }
 
 func TestRunAppendPostgres(t *testing.T) {

@@ -57,7 +57,7 @@ func testAppendRoundTrip(t *testing.T, h Harness) {
 			t.Errorf("event %d: zero position", i)
 		}
 	}
-	if head := mustHead(ctx, t, s); head != res.Events[2].Position {
+	if head := waitHead(ctx, t, s, res.Events[2].Position); head != res.Events[2].Position {
 		t.Errorf("Head = %s, want the last appended position %s", head, res.Events[2].Position)
 	}
 
@@ -67,7 +67,7 @@ func testAppendRoundTrip(t *testing.T, h Harness) {
 			Data: callerCopy[i].Data, Metadata: callerCopy[i].Metadata, Position: res.Events[i].Position, Version: int64(i)}
 	}
 
-	got, next := readAll(ctx, t, s, eventstore.Start, eventstore.Filter{})
+	got, next := readAllN(ctx, t, s, 3)
 	if len(got) != 3 {
 		t.Fatalf("ReadAll: %d events, want 3", len(got))
 	}

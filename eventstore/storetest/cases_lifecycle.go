@@ -85,7 +85,7 @@ func history(ctx context.Context, t *testing.T, s eventstore.Store) ([]eventstor
 		mustAppend(ctx, t, s, fmt.Sprintf("reopen-%d", i%2), eventstore.Any, a, b)
 		sent = append(sent, a, b)
 	}
-	all, _ := readAll(ctx, t, s, eventstore.Start, eventstore.Filter{})
+	all, _ := readAllN(ctx, t, s, len(sent))
 	return all, sent
 }
 

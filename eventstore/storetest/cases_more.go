@@ -116,7 +116,7 @@ func testConcurrentExpectedVersion(t *testing.T, h Harness) {
 	if !sameIDs(ids(stream), winners) {
 		t.Errorf("stream holds %v, want the winners %v", ids(stream), winners)
 	}
-	all, _ := readAll(ctx, t, s, eventstore.Start, eventstore.Filter{})
+	all, _ := readAllN(ctx, t, s, rounds)
 	if len(all) != rounds {
 		t.Errorf("log holds %d events, want %d (losers write nothing)", len(all), rounds)
 	}
@@ -162,7 +162,7 @@ func testConcurrentRetries(t *testing.T, h Harness) {
 			t.Errorf("round %d: %d senders wrote, want exactly 1", round, fresh)
 		}
 	}
-	all, _ := readAll(ctx, t, s, eventstore.Start, eventstore.Filter{})
+	all, _ := readAllN(ctx, t, s, 6)
 	if len(all) != 6 {
 		t.Errorf("log holds %d events, want 6", len(all))
 	}

@@ -325,7 +325,7 @@ func testPositionAt(t *testing.T, h Harness) {
 	mustAppend(ctx, t, s, "pa-2", eventstore.Any, ev("time.three", ""))
 	time.Sleep(15 * time.Millisecond)
 	mustAppend(ctx, t, s, "pa-1", eventstore.Any, ev("time.four", ""), ev("time.five", ""))
-	all, _ := readAll(ctx, t, s, eventstore.Start, eventstore.Filter{})
+	all, _ := readAllN(ctx, t, s, 5)
 	if len(all) != 5 {
 		t.Fatalf("%d events, want 5", len(all))
 	}

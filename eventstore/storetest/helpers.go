@@ -66,6 +66,41 @@ func mustAppend(ctx context.Context, t *testing.T, s eventstore.Store, stream st
 	return res
 }
 
+// readAllN is readAll for a test that knows at least n events are committed
+// (and no transaction of its own is held open): while fewer are visible it
+// waits for the head to move and reads again, until ctx ends. A backend
+// whose readers wait for older open transactions (PostgreSQL's visibility
+// horizon is cluster-wide) may keep a test's own commits back for as long
+// as an unrelated session holds an older transaction, for example another
+// package's tests on the same cluster; Append's read-your-writes wait is
+// bounded (a second), the test's patience is not.
+func readAllN(ctx context.Context, t *testing.T, s eventstore.Store, n int) ([]eventstore.Event, eventstore.Position) {
+	t.Helper()
+	for {
+		all, next := readAll(ctx, t, s, eventstore.Start, eventstore.Filter{})
+		if len(all) >= n {
+			return all, next
+		}
+		if err := s.Wait(ctx, next); err != nil {
+			return all, next // the caller reports the shortfall
+		}
+	}
+}
+
+// waitHead waits until the head is at least pos (see readAllN) and returns it.
+func waitHead(ctx context.Context, t *testing.T, s eventstore.Store, pos eventstore.Position) eventstore.Position {
+	t.Helper()
+	for {
+		h := mustHead(ctx, t, s)
+		if !h.Less(pos) {
+			return h
+		}
+		if err := s.Wait(ctx, h); err != nil {
+			return h
+		}
+	}
+}
+
 func mustHead(ctx context.Context, t *testing.T, s eventstore.Store) eventstore.Position {
 	t.Helper()
 	h, err := s.Head(ctx)

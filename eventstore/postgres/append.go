@@ -42,7 +42,9 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 		err  error
 		args []any
 	)
-	if last, ok := s.knownNext(p); ok {
+	last, ok := s.knownNext(p)
+	defer s.appendDone(p.Stream)
+	if ok {
 		res, err = s.appendNext(ctx, p, last)
 		if err != nil && !errors.Is(err, errSlowPath) {
 			s.forgetVersion(p.Stream) // moved on (or an id conflict): ask the database
@@ -118,24 +120,40 @@ func (s *Store) forgetVersion(stream string) {
 	s.verMu.Unlock()
 }
 
-// knownNext returns the stream's remembered last version when appending p on
-// it needs no other check: the expected version is any, exists, or exactly the
-// remembered one. (If the stream has moved on since, the append fails on the
-// next version's unique key and falls back; see appendNext1 in sql.go.)
+// knownNext registers an Append on p's stream (appendDone ends it) and
+// returns the stream's remembered last version when appending p on it needs
+// no other check: no other Append of this Store is running on the stream, and
+// the expected version is any, exists, or exactly the remembered one. (If the
+// stream has moved on since, the append fails on the next version's unique
+// key and falls back; see appendNext1 in sql.go.) Concurrent Appends on one
+// stream would all guess the same next version and all but one fail on that
+// key, each costing a failed statement and an error in the server's log: they
+// take the lookup path, whose try-lock makes them wait their turn quietly.
 func (s *Store) knownNext(p eventstore.AppendParams) (int64, bool) {
-	if p.Expected.IsNoStream() {
-		return 0, false
-	}
 	s.verMu.Lock()
+	if s.inflight == nil {
+		s.inflight = make(map[string]int)
+	}
+	s.inflight[p.Stream]++
+	alone := s.inflight[p.Stream] == 1
 	last, ok := s.versions[p.Stream]
 	s.verMu.Unlock()
-	if !ok {
+	if !ok || !alone || p.Expected.IsNoStream() {
 		return 0, false
 	}
 	if v, exact := p.Expected.Exact(); exact && v != last {
 		return 0, false
 	}
 	return last, true
+}
+
+// appendDone ends the registration knownNext made.
+func (s *Store) appendDone(stream string) {
+	s.verMu.Lock()
+	if s.inflight[stream]--; s.inflight[stream] <= 0 {
+		delete(s.inflight, stream)
+	}
+	s.verMu.Unlock()
 }
 
 // appendNext is the fast path with the versions known: p's events become

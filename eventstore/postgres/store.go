@@ -35,6 +35,7 @@ type Store struct {
 
 	verMu    sync.Mutex
 	versions map[string]int64 // stream -> last version committed by Append (a lower bound)
+	inflight map[string]int   // stream -> Appends of this Store running on it
 
 	closed    atomic.Bool
 	closeOnce sync.Once

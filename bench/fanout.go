@@ -511,14 +511,18 @@ func fanoutLatency(ctx context.Context, o FanoutOptions, open storeOpener, rcv *
 
 	// A pacer hands out send slots at the rate; a pool of appenders takes
 	// them (as bench append's tail latency does), so one slow commit does
-	// not stall the schedule.
+	// not stall the schedule. Each appender writes its own stream, as
+	// services append each entity's events to its stream: appends to one
+	// stream are serialized by every backend (versions follow log order),
+	// which on PostgreSQL queues all 16 behind each commit.
 	const appenders = 16
 	n := int(o.LatencyDuration.Seconds() * float64(o.LatencyRate))
 	interval := time.Second / time.Duration(o.LatencyRate)
 	slots := make(chan struct{})
 	var wg sync.WaitGroup
 	var appendErr atomic.Pointer[error]
-	for range appenders {
+	for w := range appenders {
+		stream := fmt.Sprintf("bench-latency-%d", w)
 		wg.Go(func() {
 			for range slots {
 				id := uuid.New()
@@ -526,7 +530,7 @@ func fanoutLatency(ctx context.Context, o FanoutOptions, open storeOpener, rcv *
 				mu.Lock()
 				appended[id.String()] = t0
 				mu.Unlock()
-				_, err := sys.store.Append(ctx, eventstore.AppendParams{Stream: "bench-latency", Events: []eventstore.ProposedEvent{{ID: id, Type: "order.created", Data: fanoutData}}})
+				_, err := sys.store.Append(ctx, eventstore.AppendParams{Stream: stream, Events: []eventstore.ProposedEvent{{ID: id, Type: "order.created", Data: fanoutData}}})
 				if err != nil {
 					appendErr.CompareAndSwap(nil, &err)
 					continue

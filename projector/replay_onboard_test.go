@@ -54,21 +54,17 @@ func (lr *latencyReceiver) received() []string {
 
 // takeCommits returns how long trickle's appends took so far (sorted), the
 // store's share of the latencies, and starts afresh.
-func (lr *latencyReceiver) takeCommits() []time.Duration {
-	lr.mu.Lock()
-	defer lr.mu.Unlock()
-	out := lr.commit
-	lr.commit = nil
-	slices.Sort(out)
-	return out
-}
+func (lr *latencyReceiver) takeCommits() []time.Duration { return lr.take(&lr.commit) }
 
 // takeLatencies returns the latencies measured so far (sorted) and starts afresh.
-func (lr *latencyReceiver) takeLatencies() []time.Duration {
+func (lr *latencyReceiver) takeLatencies() []time.Duration { return lr.take(&lr.lat) }
+
+// take empties *list under the lock and returns what it held, sorted.
+func (lr *latencyReceiver) take(list *[]time.Duration) []time.Duration {
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
-	out := lr.lat
-	lr.lat = nil
+	out := *list
+	*list = nil
 	slices.Sort(out)
 	return out
 }

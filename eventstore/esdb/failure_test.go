@@ -57,6 +57,7 @@ func TestServerGoesAwayAndComesBack(t *testing.T) {
 	var mu sync.Mutex
 	var seen []uuid.UUID
 	readErrs := 0
+	var lastErr error
 	rctx, stopReader := context.WithCancel(ctx)
 	readerDone := make(chan struct{})
 	go func() {
@@ -67,6 +68,7 @@ func TestServerGoesAwayAndComesBack(t *testing.T) {
 			if err != nil {
 				mu.Lock()
 				readErrs++
+				lastErr = err
 				mu.Unlock()
 				time.Sleep(20 * time.Millisecond)
 				continue
@@ -129,7 +131,10 @@ func TestServerGoesAwayAndComesBack(t *testing.T) {
 		t.Fatalf("Wait did not wake after the restart and a new append")
 	}
 	if !eventually(10*time.Second, func() bool { return count() >= 10 }) {
-		t.Fatalf("reader saw %d of 10 events after the restart", count())
+		mu.Lock()
+		errs, last := readErrs, lastErr
+		mu.Unlock()
+		t.Fatalf("reader saw %d of 10 events after the restart (%d read errors, the last: %v)", count(), errs, last)
 	}
 	stopReader()
 	<-readerDone

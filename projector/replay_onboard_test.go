@@ -170,16 +170,15 @@ func TestStartBeginningTenThousand(t *testing.T) {
 		if raceEnabled {
 			factor, slack = 4, 50*time.Millisecond
 		}
-		// The catch-up now takes a second or two, a few hundred live samples:
-		// their p99 is the second or third worst, which one fsync stall of
-		// this disk (10-25ms, every second or two) decides. With fewer than
-		// a thousand samples the bound is on the p95.
-		q := 99
-		if len(during) < 1000 {
-			q = 95
-		}
-		if limit := factor*pct(base, q) + slack; pct(during, q) > limit && !onStandIn(t) {
-			t.Errorf("live p%d %s while another subscription catches up, more than %dx the %s without (+%s)", q, pct(during, q), factor, pct(base, q), slack)
+		// The bound is on the p99, as before; the p95 is held to the same
+		// bound too. With a catch-up of a second or two (a few hundred live
+		// samples) the p99 is the second or third worst sample, so one fsync
+		// stall of this disk can still decide it: the logged p95 tells that
+		// case from a real slowdown.
+		for _, q := range []int{95, 99} {
+			if limit := factor*pct(base, q) + slack; pct(during, q) > limit && !onStandIn(t) {
+				t.Errorf("live p%d %s while another subscription catches up, more than %dx the %s without (+%s)", q, pct(during, q), factor, pct(base, q), slack)
+			}
 		}
 	})
 }

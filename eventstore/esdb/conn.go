@@ -28,11 +28,35 @@ var ErrUnavailable = errors.New("esdb: server unavailable")
 // A retired client is closed only once no call is in flight on it: the
 // client's error path sends on a channel that Close closes, and a send on a
 // closed channel panics.
+//
+// The client can also strand a call for good: when a discovery fails, its
+// state machine ends, and a call that queued for a connection meanwhile
+// waits forever (EventStore-Client-Go v4.2.0, grpcClient.getConnectionHandle
+// ignores the context). Two things keep callers out of that:
+//   - A new link lets one call at a time in until a call has connected, so
+//     the discovery of a server that is still down fails with no call
+//     queued behind it.
+//   - Each call runs on a goroutine of its own (see conns.call), and a call
+//     still inside the client strandGrace after its link broke is left
+//     there: the caller gets ErrUnavailable and retries on a new link. That
+//     is for calls already in flight when a connected server goes away. A
+//     link with a stranded call is never closed, since Close would make the
+//     stranded send panic.
 type link struct {
 	client   *kdb.Client
 	inflight sync.WaitGroup
 	broken   atomic.Bool
+	dead     chan struct{} // closed when broken is set
+	stranded atomic.Bool
+
+	opening   chan struct{} // a one-call token until the link has connected
+	connected chan struct{} // closed once a call reached the server
+	connOnce  sync.Once
 }
+
+// strandGrace is how long a call may stay inside a client after its link
+// broke before the caller gives up on it.
+const strandGrace = time.Second
 
 // conns hands out the current link and replaces broken ones.
 type conns struct {
@@ -76,17 +100,84 @@ func (c *conns) acquire() (*link, error) {
 		if err != nil {
 			return nil, fmt.Errorf("esdb: new client: %w", err)
 		}
-		c.cur = &link{client: cl}
+		c.cur = &link{client: cl, dead: make(chan struct{}), opening: make(chan struct{}, 1), connected: make(chan struct{})}
 	}
 	c.cur.inflight.Add(1)
 	return c.cur, nil
 }
 
+// call runs fn with l's client on a goroutine of its own and returns its
+// error. When ctx ends or l breaks, fn has strandGrace more to return (the
+// client honours ctx everywhere but where it strands calls); after that the
+// caller gives up on it (see link): l is marked stranded and the call no
+// longer counts in flight.
+func (c *conns) call(ctx context.Context, l *link, fn func(*kdb.Client) error) error {
+	select {
+	case <-l.connected:
+	default:
+		// Until the link has connected, calls go in one at a time.
+		select {
+		case <-l.connected:
+		case l.opening <- struct{}{}:
+			err := c.run(ctx, l, fn)
+			if err == nil || !isConnError(err) && ctx.Err() == nil {
+				l.connOnce.Do(func() { close(l.connected) })
+			}
+			<-l.opening
+			return err
+		case <-l.dead:
+			l.inflight.Done()
+			return fmt.Errorf("%w: the connection attempt failed", ErrUnavailable)
+		case <-ctx.Done():
+			l.inflight.Done()
+			return ctx.Err()
+		}
+	}
+	return c.run(ctx, l, fn)
+}
+
+// run is call once the call may go in.
+func (c *conns) run(ctx context.Context, l *link, fn func(*kdb.Client) error) error {
+	var settled atomic.Bool // whoever sets it first ends the call in flight
+	done := make(chan error, 1)
+	go func() {
+		err := fn(l.client)
+		if settled.CompareAndSwap(false, true) {
+			l.inflight.Done()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	case <-l.dead:
+	}
+	t := time.NewTimer(strandGrace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+	}
+	if settled.CompareAndSwap(false, true) {
+		// Still inside the client: leave it there.
+		l.stranded.Store(true)
+		l.inflight.Done()
+		c.log.Warn("esdb: a call is stranded in a broken client; giving up on it")
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: a call is stranded in a broken client", ErrUnavailable)
+	}
+	return <-done // it finished just now
+}
+
 // release ends a call on l. A connection error (unless ctx ended, which
 // explains it) marks l broken and pushes the next attempt back by the
-// backoff; a success resets the backoff.
+// backoff; a success resets the backoff. The call in flight is counted by
+// conns.call, which must have returned.
 func (c *conns) release(ctx context.Context, l *link, err error) {
-	defer l.inflight.Done()
 	switch {
 	case err == nil:
 		if !c.healthy.Load() {
@@ -104,6 +195,7 @@ func (c *conns) fail(l *link, err error) {
 	if !l.broken.CompareAndSwap(false, true) {
 		return
 	}
+	close(l.dead)
 	c.healthy.Store(false)
 	c.mu.Lock()
 	c.retryAt = time.Now().Add(c.backoff)
@@ -122,6 +214,10 @@ func (c *conns) retire(l *link) {
 		go func() { l.inflight.Wait(); close(done) }()
 		select {
 		case <-done:
+			if l.stranded.Load() {
+				c.log.Warn("esdb: leaving a retired client open: a call is stranded in it")
+				return
+			}
 			_ = l.client.Close()
 		case <-time.After(10 * time.Second):
 			// A call is stuck inside the client (its error path blocks on a
@@ -153,16 +249,16 @@ func isConnError(err error) bool {
 		case kdb.ErrorUnavailable, kdb.ErrorCodeConnectionClosed, kdb.ErrorCodeDeadlineExceeded:
 			return true
 		}
-		if ee.Err() != nil {
-			err = ee.Err()
-		}
 	}
-	switch status.Code(unwrapStatus(err)) {
+	switch grpcCode(err) {
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
 	}
 	return false
 }
+
+// grpcCode is the code of the gRPC status inside err.
+func grpcCode(err error) codes.Code { return status.Code(unwrapStatus(err)) }
 
 // unwrapStatus finds a gRPC status error inside err.
 func unwrapStatus(err error) error {

@@ -44,6 +44,10 @@ func (s *Store) subscribeOnce(ctx context.Context, from *eventstore.Position) (p
 		return false, err
 	}
 	defer func() { s.conns.release(ctx, l, err) }()
+	// The subscription lives on after SubscribeToAll returns: keep it
+	// counted in flight until it ends, so the client is not closed under it.
+	l.inflight.Add(1)
+	defer l.inflight.Done()
 
 	opts := kdb.SubscribeToAllOptions{From: kdb.Start{}, Filter: kdb.ExcludeSystemEventsFilter()}
 	if !from.IsZero() {
@@ -52,7 +56,12 @@ func (s *Store) subscribeOnce(ctx context.Context, from *eventstore.Position) (p
 	if s.cfg.StreamPrefix != "" {
 		opts.Filter = &kdb.SubscriptionFilter{Type: kdb.StreamFilterType, Prefixes: []string{s.cfg.StreamPrefix}}
 	}
-	sub, err := l.client.SubscribeToAll(ctx, opts)
+	var sub *kdb.Subscription
+	err = s.conns.call(ctx, l, func(c *kdb.Client) error {
+		var err error
+		sub, err = c.SubscribeToAll(ctx, opts)
+		return err
+	})
 	if err != nil {
 		return false, err
 	}

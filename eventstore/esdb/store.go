@@ -14,6 +14,7 @@ import (
 
 	kdb "github.com/EventStore/EventStore-Client-Go/v4/esdb"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc/codes"
 
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/postgres"
@@ -147,8 +148,14 @@ func (s *Store) with(ctx context.Context, fn func(c *kdb.Client) error) error {
 	if err != nil {
 		return err
 	}
-	err = fn(l.client)
+	err = s.conns.call(ctx, l, fn)
 	s.conns.release(ctx, l, err)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		// The client reports an ended context as a gRPC status: say which.
+		if c := grpcCode(err); c == codes.Canceled || c == codes.DeadlineExceeded {
+			return ctx.Err()
+		}
+	}
 	return err
 }
 

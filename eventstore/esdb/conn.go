@@ -33,9 +33,9 @@ var ErrUnavailable = errors.New("esdb: server unavailable")
 // state machine ends, and a call that queued for a connection meanwhile
 // waits forever (EventStore-Client-Go v4.2.0, grpcClient.getConnectionHandle
 // ignores the context). Two things keep callers out of that:
-//   - A new link lets one call at a time in until a call has connected, so
-//     the discovery of a server that is still down fails with no call
-//     queued behind it.
+//   - A new link connects with a probe, one caller at a time (see
+//     conns.open), before any call goes in, so the discovery of a server
+//     that is still down fails with no call queued behind it.
 //   - Each call runs on a goroutine of its own (see conns.call), and a call
 //     still inside the client strandGrace after its link broke is left
 //     there: the caller gets ErrUnavailable and retries on a new link. That
@@ -106,38 +106,65 @@ func (c *conns) acquire() (*link, error) {
 	return c.cur, nil
 }
 
-// call runs fn with l's client on a goroutine of its own and returns its
-// error. When ctx ends or l breaks, fn has strandGrace more to return (the
-// client honours ctx everywhere but where it strands calls); after that the
-// caller gives up on it (see link): l is marked stranded and the call no
-// longer counts in flight.
+// call runs fn with l's client, once l has connected (see open), on a
+// goroutine of its own (see run).
 func (c *conns) call(ctx context.Context, l *link, fn func(*kdb.Client) error) error {
-	select {
-	case <-l.connected:
-	default:
-		// Until the link has connected, calls go in one at a time.
-		select {
-		case <-l.connected:
-		case l.opening <- struct{}{}:
-			err := c.run(ctx, l, fn)
-			if err == nil || !isConnError(err) && ctx.Err() == nil {
-				l.connOnce.Do(func() { close(l.connected) })
-			}
-			<-l.opening
-			return err
-		case <-l.dead:
-			l.inflight.Done()
-			return fmt.Errorf("%w: the connection attempt failed", ErrUnavailable)
-		case <-ctx.Done():
-			l.inflight.Done()
-			return ctx.Err()
-		}
+	if err := c.open(ctx, l); err != nil {
+		return err
 	}
 	return c.run(ctx, l, fn)
 }
 
-// run is call once the call may go in.
+// open returns once l has connected. Until then one caller at a time makes
+// the client connect with a probe that sends no request of its own
+// (GetServerVersion runs the discovery and nothing else), while the others
+// wait: a discovery that fails then has nobody queued behind it, and a
+// caller's own work (an append waiting on another's id reservation, say)
+// never holds the others back.
+func (c *conns) open(ctx context.Context, l *link) error {
+	select {
+	case <-l.connected:
+		return nil
+	default:
+	}
+	select {
+	case <-l.connected:
+		return nil
+	case <-l.dead:
+		return fmt.Errorf("%w: the connection attempt failed", ErrUnavailable)
+	case <-ctx.Done():
+		return ctx.Err()
+	case l.opening <- struct{}{}:
+	}
+	defer func() { <-l.opening }()
+	select {
+	case <-l.connected: // while this caller waited for its turn
+		return nil
+	default:
+	}
+	err := c.run(ctx, l, func(cl *kdb.Client) error {
+		_, err := cl.GetServerVersion()
+		return err
+	})
+	switch {
+	case err == nil:
+		l.connOnce.Do(func() { close(l.connected) })
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	c.fail(l, err)
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// run runs fn with l's client on a goroutine of its own, counted in flight
+// while it is inside the client, and returns its error. When ctx ends or l
+// breaks, fn has strandGrace more to return (the client honours ctx
+// everywhere but where it strands calls); after that the caller gives up on
+// it (see link): l is marked stranded and the call no longer counts in
+// flight.
 func (c *conns) run(ctx context.Context, l *link, fn func(*kdb.Client) error) error {
+	l.inflight.Add(1)
 	var settled atomic.Bool // whoever sets it first ends the call in flight
 	done := make(chan error, 1)
 	go func() {
@@ -175,9 +202,9 @@ func (c *conns) run(ctx context.Context, l *link, fn func(*kdb.Client) error) er
 
 // release ends a call on l. A connection error (unless ctx ended, which
 // explains it) marks l broken and pushes the next attempt back by the
-// backoff; a success resets the backoff. The call in flight is counted by
-// conns.call, which must have returned.
+// backoff; a success resets the backoff.
 func (c *conns) release(ctx context.Context, l *link, err error) {
+	defer l.inflight.Done()
 	switch {
 	case err == nil:
 		if !c.healthy.Load() {

@@ -44,10 +44,6 @@ func (s *Store) subscribeOnce(ctx context.Context, from *eventstore.Position) (p
 		return false, err
 	}
 	defer func() { s.conns.release(ctx, l, err) }()
-	// The subscription lives on after SubscribeToAll returns: keep it
-	// counted in flight until it ends, so the client is not closed under it.
-	l.inflight.Add(1)
-	defer l.inflight.Done()
 
 	opts := kdb.SubscribeToAllOptions{From: kdb.Start{}, Filter: kdb.ExcludeSystemEventsFilter()}
 	if !from.IsZero() {

@@ -131,11 +131,13 @@ func crashTest(t *testing.T, storeEnv []string) {
 	// acknowledged events are exactly the events in the log.
 	type acked struct{ id, typ string }
 	var (
-		ackMu   sync.Mutex
-		ack     []acked
-		retries atomic.Int64
-		stop    = make(chan struct{})
-		stopped = make(chan struct{})
+		ackMu    sync.Mutex
+		ack      []acked
+		retries  atomic.Int64
+		retryMu  sync.Mutex
+		retryWhy = map[string]int{}
+		stop     = make(chan struct{})
+		stopped  = make(chan struct{})
 	)
 	go func() {
 		defer close(stopped)
@@ -164,8 +166,9 @@ func crashTest(t *testing.T, storeEnv []string) {
 				req.Header.Set("Authorization", "Bearer "+testAdminKey)
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := client.Do(req)
+				why := ""
 				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
+					b, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
 					if resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK {
 						break
@@ -174,7 +177,16 @@ func crashTest(t *testing.T, storeEnv []string) {
 						t.Errorf("append answered %d", resp.StatusCode)
 						return
 					}
+					why = fmt.Sprintf("%d %.120s", resp.StatusCode, b)
+				} else {
+					why = err.Error()
+					if i := strings.LastIndex(why, ": "); i >= 0 {
+						why = why[i+2:] // the cause, without the address
+					}
 				}
+				retryMu.Lock()
+				retryWhy[why]++
+				retryMu.Unlock()
 				retries.Add(1)
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -195,14 +207,24 @@ func crashTest(t *testing.T, storeEnv []string) {
 		p = start()
 		addr.Store(p.addr)
 	}
-	time.Sleep(500 * time.Millisecond) // deliveries and appends after the last restart
+	// Deliveries and appends after the last restart: half a second, and on
+	// a loaded machine (restarts are slow there) until 100 are acknowledged.
+	time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		ackMu.Lock()
+		n := len(ack)
+		ackMu.Unlock()
+		if n >= 100 {
+			break
+		}
+	}
 	close(stop)
 	<-stopped
 	ackMu.Lock()
 	events := append([]acked(nil), ack...)
 	ackMu.Unlock()
 	if len(events) < 100 {
-		t.Fatalf("only %d events were appended", len(events))
+		t.Fatalf("only %d events were appended in %s (%d append retries: %v); the last serve's log:\n%s", len(events), time.Since(began).Round(time.Millisecond), retries.Load(), retryWhy, p.log())
 	}
 
 	// Every pair arrives.

@@ -308,29 +308,36 @@ func TestNotifyWakesOtherStores(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
+	channel := pgx.Identifier{"hooklog_events_" + schema}.Sanitize()
+	listening := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var n int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN ' || $1`, channel).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 2 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d of 2 listening connections (writer and reader)", what, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// The writer's listener starts in the background: a loaded machine
+	// may not have sent its LISTEN yet.
+	listening("before the kill")
 	var killed int
 	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE query = 'LISTEN ' || $1`, pgx.Identifier{"hooklog_events_" + schema}.Sanitize()).Scan(&killed); err != nil {
+		WHERE query = 'LISTEN ' || $1`, channel).Scan(&killed); err != nil {
 		t.Fatal(err)
 	}
 	if killed != 2 {
 		t.Fatalf("terminated %d listening connections, want 2 (writer and reader)", killed)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN ' || $1`,
-			pgx.Identifier{"hooklog_events_" + schema}.Sanitize()).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("listeners did not reconnect: %d of 2", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	listening("listeners did not reconnect")
 	waitFor("after reconnect")
 }
 

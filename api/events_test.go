@@ -21,6 +21,7 @@ import (
 
 	"github.com/hooklog/hooklog/apikeys"
 	"github.com/hooklog/hooklog/eventstore"
+	"github.com/hooklog/hooklog/eventstore/postgres/pgtest"
 	"github.com/hooklog/hooklog/projector"
 	"github.com/hooklog/hooklog/subscriptions"
 )
@@ -497,36 +498,59 @@ func (e *env) doAsync(method, path, key string) *response {
 
 func TestLongPollWakesOnAppend(t *testing.T) {
 	t.Parallel()
-	forEachBackend(t, func(t *testing.T, e *env) {
-		e.appendOK("noise", `{"events":[{"type":"noise.made","data":{}}]}`)
-		var latencies []time.Duration
-		for round := range 5 {
-			ch := e.startPoll(e.tenantA, "after=now&types=order.*&wait=10s")
-			// A non-matching event and another tenant's event do not end the wait.
-			e.appendOK("noise", `{"events":[{"type":"noise.made","tenant":"acme","data":{}}]}`)
-			e.appendOK("order-x", `{"events":[{"type":"order.created","tenant":"globex","data":{}}]}`)
-			select {
-			case r := <-ch:
-				t.Fatalf("round %d: returned early: %d %s", round, r.r.status, r.r.body)
-			case <-time.After(30 * time.Millisecond):
+	// PostgreSQL's watcher also re-reads the head every PollInterval (100ms
+	// by default), which alone would answer in 50ms on average: here it
+	// polls hourly, so only the append's wake-up can end the wait.
+	stores := backends()
+	for i, b := range stores {
+		if b.name == "postgres" {
+			stores[i].open = func(t testing.TB) eventstore.Store {
+				cfg := pgtest.Config(t, pgtest.Schema(t))
+				cfg.PollInterval = time.Hour
+				return pgtest.OpenConfig(t, cfg)
 			}
-			start := time.Now()
-			out := e.appendOK(fmt.Sprintf("order-%d", round), `{"events":[{"type":"order.created","tenant":"acme","data":{}}]}`)
-			r := <-ch
-			if r.r.status != http.StatusOK || len(r.out.Events) != 1 || r.out.Events[0].ID != out.Events[0].ID {
-				t.Fatalf("round %d: %d %s", round, r.r.status, r.r.body)
-			}
-			if r.out.Next != out.Events[0].Position {
-				t.Fatalf("next %s, want %s", r.out.Next, out.Events[0].Position)
-			}
-			latencies = append(latencies, r.at.Sub(start))
 		}
-		slices.Sort(latencies)
-		t.Logf("append → long-poll response: %v", latencies)
-		if med := latencies[len(latencies)/2]; med > 50*time.Millisecond {
-			t.Fatalf("median append → response %v, want ≤ 50ms (all: %v)", med, latencies)
+	}
+	for _, b := range stores {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testLongPollWakesOnAppend(t, newEnv(t, b.open(t)))
+		})
+	}
+}
+
+func testLongPollWakesOnAppend(t *testing.T, e *env) {
+	e.appendOK("noise", `{"events":[{"type":"noise.made","data":{}}]}`)
+	var latencies []time.Duration
+	for round := range 5 {
+		ch := e.startPoll(e.tenantA, "after=now&types=order.*&wait=10s")
+		// A non-matching event and another tenant's event do not end the wait.
+		e.appendOK("noise", `{"events":[{"type":"noise.made","tenant":"acme","data":{}}]}`)
+		e.appendOK("order-x", `{"events":[{"type":"order.created","tenant":"globex","data":{}}]}`)
+		select {
+		case r := <-ch:
+			t.Fatalf("round %d: returned early: %d %s", round, r.r.status, r.r.body)
+		case <-time.After(30 * time.Millisecond):
 		}
-	})
+		start := time.Now()
+		out := e.appendOK(fmt.Sprintf("order-%d", round), `{"events":[{"type":"order.created","tenant":"acme","data":{}}]}`)
+		r := <-ch
+		if r.r.status != http.StatusOK || len(r.out.Events) != 1 || r.out.Events[0].ID != out.Events[0].ID {
+			t.Fatalf("round %d: %d %s", round, r.r.status, r.r.body)
+		}
+		if r.out.Next != out.Events[0].Position {
+			t.Fatalf("next %s, want %s", r.out.Next, out.Events[0].Position)
+		}
+		latencies = append(latencies, r.at.Sub(start))
+	}
+	slices.Sort(latencies)
+	t.Logf("append → long-poll response: %v", latencies)
+	// Every round woke before its 10s wait ran out; the bound on the
+	// median keeps the wake-up prompt with room for a loaded CI machine
+	// under -race (53ms seen there, 2-10ms on a quiet one).
+	if med := latencies[len(latencies)/2]; med > 200*time.Millisecond {
+		t.Fatalf("median append → response %v, want ≤ 200ms (all: %v)", med, latencies)
+	}
 }
 
 func TestLongPollTimesOut(t *testing.T) {

@@ -569,7 +569,8 @@ func TestLongPollTimesOut(t *testing.T) {
 		if r.out.Next != first.Events[0].Position {
 			t.Fatalf("next %s, want %s", r.out.Next, first.Events[0].Position)
 		}
-		if took < wait || took > wait+150*time.Millisecond {
+		// Not much after: a loaded CI machine under -race adds tens of ms.
+		if took < wait || took > wait+500*time.Millisecond {
 			t.Fatalf("returned after %v, want %v (not before, not much after)", took, wait)
 		}
 
@@ -592,7 +593,9 @@ func TestLongPollCappedAtMaxWait(t *testing.T) {
 			start := time.Now()
 			r := <-e.startPoll(e.producer, "wait=1h")
 			took := r.at.Sub(start)
-			if r.r.status != http.StatusOK || took < 150*time.Millisecond || took > 400*time.Millisecond {
+			// About 150ms, and far from the hour asked for (a loaded CI
+			// machine under -race adds tens of ms).
+			if r.r.status != http.StatusOK || took < 150*time.Millisecond || took > time.Second {
 				t.Fatalf("status %d after %v, want 200 after ~150ms", r.r.status, took)
 			}
 		})

@@ -451,7 +451,8 @@ func startReceiver() (*receiver, error) {
 		}
 		r.count.Add(1)
 	})}
-	go func() { _ = r.srv.Serve(ln) }()
+	srv := r.srv // listenAgain replaces r.srv while this goroutine may start
+	go func() { _ = srv.Serve(ln) }()
 	return r, nil
 }
 

@@ -278,7 +278,8 @@ func (r *receiver) listenAgain(addr string) error {
 	if err != nil {
 		return fmt.Errorf("bench: receiver: listen again on %s: %w", addr, err)
 	}
-	r.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: r.srv.Handler}
-	go func() { _ = r.srv.Serve(ln) }()
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: r.srv.Handler}
+	r.srv = srv
+	go func() { _ = srv.Serve(ln) }()
 	return nil
 }

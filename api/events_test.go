@@ -460,7 +460,8 @@ type pollResult struct {
 }
 
 // startPoll sends GET /v1/events in the background and waits until the
-// server is holding it.
+// server is holding it, or until it has answered (a short wait can end
+// between two looks on a loaded machine; the caller judges the answer).
 func (e *env) startPoll(key, query string) <-chan pollResult {
 	e.t.Helper()
 	before := gaugeValue(e.api.m.inflightPolls)
@@ -475,6 +476,12 @@ func (e *env) startPoll(key, query string) <-chan pollResult {
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for gaugeValue(e.api.m.inflightPolls) <= before {
+		select {
+		case res := <-ch:
+			ch <- res
+			return ch
+		default:
+		}
 		if time.Now().After(deadline) {
 			e.t.Fatalf("the poll %q never started waiting", query)
 		}

@@ -31,6 +31,14 @@ type replayWire struct {
 	FinishedAt     *string  `json:"finished_at"`
 }
 
+// deref shows what p points at, or nil.
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
 func rfc(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 // TestReplayRoutes: a replay through the API delivers the window again,
@@ -59,7 +67,7 @@ func TestReplayRoutes(t *testing.T) {
 				want(t, http.StatusAccepted).decode(t, &r)
 			if r.Status != "running" || r.Total == nil || *r.Total != 2 || r.TotalEstimated == nil || *r.TotalEstimated ||
 				r.Delivered == nil || r.Failed == nil || r.FinishedAt != nil || !slices.Equal(r.Subscriptions, []string{sub.ID}) || r.CreatedAt == "" {
-				t.Fatalf("202 body %+v", r)
+				t.Fatalf("202 body %+v (total %v, estimated %v)", r, deref(r.Total), deref(r.TotalEstimated))
 			}
 			eventually(t, "the replay to complete", func() bool {
 				e.do(http.MethodGet, "/v1/replays/"+r.ID, e.admin, nil).want(t, http.StatusOK).decode(t, &r)

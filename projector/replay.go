@@ -79,9 +79,14 @@ const (
 	// in it.
 	windowEndSlack = time.Second
 	// countMaxScan and countMaxTime bound counting a window's total when a
-	// replay is requested; a larger window gets an estimate.
-	countMaxScan = 200000
-	countMaxTime = 20 * time.Millisecond
+	// replay is requested; a larger window gets an estimate. The time bound
+	// applies only after countMinReads reads: a window that fits in them is
+	// counted exactly however slow the store is at that moment (on a loaded
+	// machine one read took the whole 20ms, and extrapolating from its
+	// three events turned a 2-event window into an "estimated" 52).
+	countMaxScan  = 200000
+	countMaxTime  = 20 * time.Millisecond
+	countMinReads = 2
 )
 
 // ReplayParams is a replay request (POST /v1/replays).
@@ -220,6 +225,15 @@ func (p *Projector) countWindow(ctx context.Context, subs []subscriptions.Subscr
 	if err != nil {
 		return 0, false, err
 	}
+	if !endKnown {
+		// The window ended less than windowEndSlack ago, or has not ended:
+		// count what the log holds now. Reading on to a moving head would
+		// chase the projector's own records and run out of time.
+		if end, err = p.store.Head(ctx); err != nil {
+			return 0, false, err
+		}
+		endKnown = true
+	}
 	filters := make([]eventstore.Filter, len(subs))
 	for i, s := range subs {
 		filters[i] = s.Filter()
@@ -227,20 +241,21 @@ func (p *Projector) countWindow(ctx context.Context, subs []subscriptions.Subscr
 	}
 	began := time.Now()
 	var n int64
-	scanned := 0
+	scanned, reads := 0, 0
 	after := start
 	var last time.Time
 	for {
 		if endKnown && !after.Less(end) {
 			return n, false, nil
 		}
-		if scanned >= countMaxScan || time.Since(began) > countMaxTime {
+		if scanned >= countMaxScan || reads >= countMinReads && time.Since(began) > countMaxTime {
 			break
 		}
 		res, err := p.store.ReadAll(ctx, eventstore.ReadParams{After: after, Filter: eventstore.Filter{Types: types, NoInternal: true}, Limit: 2000, MaxScan: 20000})
 		if err != nil {
 			return 0, false, err
 		}
+		reads++
 		for i := range res.Events {
 			e := &res.Events[i]
 			if endKnown && end.Less(e.Position) {

@@ -198,6 +198,12 @@ func TestReplayCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, 10*time.Second, "some replayed deliveries", func() bool { return rc.count(r.ID) >= 20 })
+		// Progress counts recorded attempts, a batch commit behind the
+		// receiver (long behind on a loaded machine): cancel once some are.
+		waitFor(t, 10*time.Second, "some replayed deliveries recorded", func() bool {
+			got, err := e.p.Replay(ctx, r.ID)
+			return err == nil && got.Delivered > 0
+		})
 		cancelled, err := e.p.CancelReplay(ctx, r.ID)
 		if err != nil {
 			t.Fatal(err)

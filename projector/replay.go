@@ -232,7 +232,6 @@ func (p *Projector) countWindow(ctx context.Context, subs []subscriptions.Subscr
 		if end, err = p.store.Head(ctx); err != nil {
 			return 0, false, err
 		}
-		endKnown = true
 	}
 	filters := make([]eventstore.Filter, len(subs))
 	for i, s := range subs {
@@ -245,7 +244,7 @@ func (p *Projector) countWindow(ctx context.Context, subs []subscriptions.Subscr
 	after := start
 	var last time.Time
 	for {
-		if endKnown && !after.Less(end) {
+		if !after.Less(end) {
 			return n, false, nil
 		}
 		if scanned >= countMaxScan || reads >= countMinReads && time.Since(began) > countMaxTime {
@@ -258,7 +257,7 @@ func (p *Projector) countWindow(ctx context.Context, subs []subscriptions.Subscr
 		reads++
 		for i := range res.Events {
 			e := &res.Events[i]
-			if endKnown && end.Less(e.Position) {
+			if end.Less(e.Position) {
 				break
 			}
 			last = e.RecordedAt

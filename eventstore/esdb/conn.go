@@ -36,7 +36,7 @@ var ErrUnavailable = errors.New("esdb: server unavailable")
 //   - A new link connects with a probe, one caller at a time (see
 //     conns.open), before any call goes in, so the discovery of a server
 //     that is still down fails with no call queued behind it.
-//   - Each call runs on a goroutine of its own (see conns.call), and a call
+//   - Each call runs on a goroutine of its own (see conns.run), and a call
 //     still inside the client strandGrace after its link broke is left
 //     there: the caller gets ErrUnavailable and retries on a new link. That
 //     is for calls already in flight when a connected server goes away. A
@@ -49,8 +49,8 @@ type link struct {
 	dead     chan struct{} // closed when broken is set
 	stranded atomic.Bool
 
-	opening   chan struct{} // a one-call token until the link has connected
-	connected chan struct{} // closed once a call reached the server
+	opening   chan struct{} // the token of the one caller probing, until connected
+	connected chan struct{} // closed once the probe has connected
 	connOnce  sync.Once
 }
 

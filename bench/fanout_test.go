@@ -27,7 +27,7 @@ func TestRunFanout(t *testing.T) {
 			}
 			res, err := RunFanout(context.Background(), FanoutOptions{
 				Driver: driver, Dir: t.TempDir(), PostgresURL: url, Events: 300, Subscriptions: 3, Rounds: 1,
-				LatencyRate: 100, LatencyDuration: 500 * time.Millisecond, Projector: projector.Config{Logger: quiet()},
+				LatencyRate: 100, LatencyDuration: 500 * time.Millisecond, LatencySplit: true, Projector: projector.Config{Logger: quiet()},
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -35,6 +35,10 @@ func TestRunFanout(t *testing.T) {
 			checkResults(t, res, 2)
 			if res[1].Met == nil || !strings.Contains(res[1].Note, "150 of 150 deliveries") {
 				t.Errorf("latency row: %+v", res[1])
+			}
+			// The split reader saw each of the 50 events once.
+			if !strings.Contains(res[1].Note, "split: readable by a plain tailing reader (50 events)") {
+				t.Errorf("latency row without the split: %s", res[1].Note)
 			}
 		})
 	}

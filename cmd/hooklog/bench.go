@@ -269,6 +269,7 @@ PostgreSQL: figures of the backend's code path, not of a KurrentDB server.`,
 	f.IntVar(&o.Rounds, "rounds", 2, "rounds of the throughput comparison (baseline and hooklog alternate)")
 	f.IntVar(&o.LatencyRate, "latency-rate", 500, "events/s of the latency scenario (negative skips it)")
 	f.DurationVar(&o.LatencyDuration, "latency-duration", 10*time.Second, "how long the latency scenario appends")
+	f.BoolVar(&o.LatencySplit, "latency-split", false, "also time when each event became readable to a plain tailing reader (the store's share of the latency; adds a reader)")
 	f.BoolVar(&memory, "memory", false, "run the memory scenario instead (endpoints down while --memory-events are appended)")
 	f.IntVar(&m.Events, "memory-events", 1_000_000, "events appended while the endpoints are down")
 	f.StringVar(&m.Down, "down", "503", "how the endpoints are down: 503 or refused")

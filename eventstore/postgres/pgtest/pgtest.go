@@ -22,7 +22,28 @@ const EnvURL = "HOOKLOG_TEST_POSTGRES_URL"
 var (
 	probeOnce sync.Once
 	probeErr  error
+	// horizonConn keeps the session that holds the horizon lock (see
+	// HoldsTransactions) open until the process exits.
+	horizonConn *pgx.Conn
 )
+
+// HoldsTransactions marks a test binary whose tests keep PostgreSQL write
+// transactions open on purpose (the commit-order cases of the eventstore
+// conformance suite). Set it in TestMain, before any test runs.
+//
+// The store's readers see only rows below the cluster-wide xmin horizon, so
+// such a transaction holds back what every PostgreSQL-backed test running at
+// the same time can read, in any schema: `go test ./...` runs several
+// packages' test binaries at once, and a projector test timing its deliveries
+// would see a stall of the held transaction's length. So the first URL call of
+// each test binary takes a session-level advisory lock on the test database
+// for the rest of the process: exclusive in a binary that holds
+// transactions, shared in the others. Binaries that only read and write
+// briefly still run side by side; one that holds transactions runs alone.
+var HoldsTransactions bool
+
+// horizonLock is the advisory lock key ("hooklog" in ASCII).
+const horizonLock = 0x686f6f6b6c6f67
 
 // URL returns the test database URL. Without one (or when the database does
 // not answer) it skips t, or fails it when CI=true.
@@ -43,9 +64,26 @@ func URL(t testing.TB) string {
 		conn, err := pgx.Connect(ctx, url)
 		if err == nil {
 			err = conn.Ping(ctx)
-			_ = conn.Close(ctx)
 		}
-		probeErr = err
+		if err != nil {
+			if conn != nil {
+				_ = conn.Close(ctx)
+			}
+			probeErr = err
+			return
+		}
+		// The connection stays open, holding the lock (it may wait for
+		// other test binaries to finish: no deadline).
+		lock := "SELECT pg_advisory_lock_shared($1)"
+		if HoldsTransactions {
+			lock = "SELECT pg_advisory_lock($1)"
+		}
+		if _, err := conn.Exec(context.Background(), lock, int64(horizonLock)); err != nil {
+			_ = conn.Close(ctx)
+			probeErr = err
+			return
+		}
+		horizonConn = conn
 	})
 	if probeErr != nil {
 		stop("PostgreSQL at %s=%s is unreachable: %v", EnvURL, url, probeErr)

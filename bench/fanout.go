@@ -517,7 +517,8 @@ func fanoutLatency(ctx context.Context, o FanoutOptions, open storeOpener, rcv *
 	}
 	rcv.onID.Store(&rec)
 	defer rcv.onID.Store(nil)
-	var readable, readableAck []time.Duration
+	seen := map[string]time.Time{} // event id → when the split reader got it
+	again := 0                     // events the split reader got twice (Follow must not)
 	if o.LatencySplit {
 		// Started before the first append, after the head: it sees each
 		// event of the scenario once.
@@ -537,12 +538,14 @@ func fanoutLatency(ctx context.Context, o FanoutOptions, open storeOpener, rcv *
 					defer mu.Unlock()
 					for i := range evs {
 						id := evs[i].ID.String()
-						if t0, ok := appended[id]; ok {
-							readable = append(readable, now.Sub(t0))
-							if t1, ok := acked[id]; ok {
-								readableAck = append(readableAck, now.Sub(t1))
-							}
+						if _, ok := appended[id]; !ok {
+							continue
 						}
+						if _, dup := seen[id]; dup {
+							again++
+							continue
+						}
+						seen[id] = now
 					}
 					return nil
 				}, nil)
@@ -604,7 +607,7 @@ func fanoutLatency(ctx context.Context, o FanoutOptions, open storeOpener, rcv *
 		got := len(lat)
 		// With the split, also until its reader has seen every event: it
 		// usually has before the last delivery arrives, but need not.
-		behind := o.LatencySplit && len(readable) < len(appended)
+		behind := o.LatencySplit && len(seen) < len(appended)
 		mu.Unlock()
 		if (got >= want && !behind) || time.Now().After(deadline) {
 			break
@@ -621,8 +624,20 @@ func fanoutLatency(ctx context.Context, o FanoutOptions, open storeOpener, rcv *
 	p99 := percentile(lat, 0.99)
 	split := ""
 	if o.LatencySplit {
-		if len(readable) == 0 || len(readableAck) == 0 {
+		if len(seen) == 0 {
 			return Result{}, errors.New("bench: latency: the split reader saw no event")
+		}
+		if again > 0 {
+			return Result{}, fmt.Errorf("bench: latency: the split reader got %d events twice", again)
+		}
+		// From the append's return: 0 when the event was readable before
+		// Append returned (a store may acknowledge after it is readable).
+		var readable, readableAck []time.Duration
+		for id, at := range seen {
+			readable = append(readable, at.Sub(appended[id]))
+			if t1, ok := acked[id]; ok {
+				readableAck = append(readableAck, max(at.Sub(t1), 0))
+			}
 		}
 		sortDurations(readable)
 		sortDurations(readableAck)

@@ -7,5 +7,7 @@
 // Without it they skip, saying how to enable them; under CI=true a missing or
 // unreachable database fails the test instead. Each store lives in a fresh,
 // uniquely named schema that is dropped when the test ends, so tests may run
-// in parallel against one database.
+// in parallel against one database; a test binary that holds write
+// transactions open on purpose runs apart from the others (see
+// HoldsTransactions).
 package pgtest

@@ -194,6 +194,7 @@ func (p *AppendParams) Validate() error {
 		v.add("expected_version", "must not be negative")
 	}
 	seen := make(map[uuid.UUID]int, len(p.Events))
+	okType := "" // the last type that passed: a batch mostly repeats one
 	for i := range p.Events {
 		e := &p.Events[i]
 		f := func(name string) string { return fmt.Sprintf("events[%d].%s", i, name) }
@@ -203,10 +204,14 @@ func (p *AppendParams) Validate() error {
 			}
 			seen[e.ID] = i
 		}
-		if e.Type == "" {
+		switch {
+		case e.Type == "":
 			v.add(f("type"), "is required")
-		} else if !ValidType(e.Type) {
+		case e.Type == okType:
+		case !ValidType(e.Type):
 			v.add(f("type"), "must be a dotted lower-case name like payment.succeeded")
+		default:
+			okType = e.Type
 		}
 		if e.Tenant != "" && !ValidTenant(e.Tenant) {
 			v.add(f("tenant"), "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")

@@ -1,7 +1,9 @@
 // Package embedded is hooklog's default event store: one directory, no server,
 // on bbolt (go.etcd.io/bbolt), an ordered key/value file with ACID transactions.
 //
-// Layout. The directory holds one file, hooklog.db, with these buckets:
+// Layout. The directory holds hooklog.db, the bbolt file that is the log's
+// home, and the write-ahead log (wal-<seq>.log segments and a spare,
+// wal-spare.tmp; see wal.go). hooklog.db has these buckets:
 //
 //	events   seq (8 bytes, big-endian, 1-based, dense)  → record
 //	ids      event id (16 bytes)                         → seq
@@ -19,11 +21,26 @@
 //
 // Writes. Every Append is validated and encoded in the caller's goroutine, then
 // handed to one committer goroutine. The committer takes every request that is
-// waiting, checks and applies each one on its own inside a single bbolt write
-// transaction (a request that fails writes nothing and does not affect its
-// neighbours; later requests see the writes of earlier ones), commits with one
-// fsync, advances the head and then answers every caller (group commit). Append
-// returns only after that fsync: an acknowledged event is durable.
+// waiting and checks each one on its own against the log as it stands (a
+// request that fails writes nothing and does not affect its neighbours; later
+// requests see the writes of earlier ones: group commit).
+//
+//   - A batch of Appends is written to the write-ahead log with one write and
+//     one fdatasync. Only then are the events put in the memtable (an
+//     in-memory index of the events not yet in bbolt), the head advanced and
+//     every caller answered: an acknowledged event is durable. A flusher
+//     goroutine copies the memtable into bbolt in large transactions, on the
+//     other core, and the WAL segments it has copied are recycled. Readers see
+//     bbolt and the memtable as one log.
+//   - A batch holding a CommitState (state ops) is one bbolt transaction
+//     (commit with fsync) that first takes in the whole memtable, so the
+//     state and the events it was derived from are in bbolt together.
+//
+// A crash loses nothing acknowledged: Open copies into bbolt what the WAL
+// holds beyond bbolt's last event before it serves anything. Why a WAL in
+// front of bbolt: a bbolt commit costs two fsyncs and a copy-on-write B+tree
+// update in the caller's path; a WAL commit costs one sequential write and
+// one fdatasync of a pre-written file, and the B+tree work moves off it.
 //
 // Cancellation: a caller whose context ends before the committer takes its
 // request gets the context's error and nothing is written. Once the committer

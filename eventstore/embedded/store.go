@@ -79,8 +79,15 @@ type Store struct {
 	// Owned by the committer goroutine (read by Open before it starts).
 	lastSeq      uint64
 	lastRecorded int64
+	wal          *wal
+	walErr       error // set once the WAL failed: every later request fails
 
-	commits atomic.Int64 // write transactions committed (tests, metrics)
+	mem     *memtable
+	flushMu sync.Mutex    // one bbolt write of memtable entries at a time
+	kick    chan struct{} // wakes the flusher after a WAL commit
+
+	commits atomic.Int64 // group commits (one fsync each; tests, metrics)
+	flushes atomic.Int64 // memtable flushes into bbolt
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -177,14 +184,22 @@ func Open(cfg Config) (*Store, error) {
 		path: file,
 		reqs: make(chan *request),
 		done: make(chan struct{}),
+		wal:  newWAL(cfg.Path, cfg.NoSync),
+		mem:  newMemtable(),
+		kick: make(chan struct{}, 1),
 	}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
+	if err := s.recover(cfg.Path); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	s.watch = eventstore.NewHeadWatch(eventstore.Position{Lo: s.lastSeq})
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.commitLoop()
+	go s.flushLoop()
 	return s, nil
 }
 
@@ -228,8 +243,13 @@ func (s *Store) Close() error {
 		close(s.done)
 		s.wg.Wait()
 		s.watch.Close()
+		// Leave everything in bbolt and no WAL behind, so that the next
+		// Open has nothing to recover.
+		ferr := s.flush(0)
+		werr := s.wal.close(ferr == nil && s.walErr == nil)
+		s.closeErr = errors.Join(ferr, werr)
 		if err := s.db.Close(); err != nil {
-			s.closeErr = fmt.Errorf("embedded: close: %w", err)
+			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("embedded: close: %w", err))
 		}
 	})
 	return s.closeErr
@@ -284,9 +304,12 @@ func (s *Store) commitLoop() {
 	}
 }
 
-// commit applies batch in one transaction and answers every request.
+// commit answers every request of batch with one group commit: a batch of
+// appends goes to the WAL (commitWAL); a batch holding a CommitState goes to
+// bbolt in one transaction, with the memtable's entries first (commitBolt).
 func (s *Store) commit(batch []*request) {
 	live := batch[:0:0]
+	state := false
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			r.err = err
@@ -294,7 +317,27 @@ func (s *Store) commit(batch []*request) {
 			continue
 		}
 		live = append(live, r)
+		state = state || r.state
 	}
+	switch {
+	case len(live) == 0:
+	case s.walErr != nil:
+		for _, r := range live {
+			r.res, r.err = nil, s.walErr
+			close(r.answer)
+		}
+	case state:
+		s.flushMu.Lock()
+		s.commitBolt(live)
+		s.flushMu.Unlock()
+	default:
+		s.commitWAL(live)
+	}
+}
+
+// commitBolt applies live in one bbolt transaction and answers every
+// request. The caller holds flushMu.
+func (s *Store) commitBolt(live []*request) {
 	for len(live) > 0 {
 		undo, err := s.update(live)
 		switch {
@@ -312,7 +355,7 @@ func (s *Store) commit(batch []*request) {
 			// Retry each request in a transaction of its own, so one bad
 			// request cannot fail its neighbours.
 			for _, r := range live {
-				s.commit([]*request{r})
+				s.commitBolt([]*request{r})
 			}
 			return
 		default:
@@ -334,7 +377,11 @@ func (s *Store) update(live []*request) (undo int, err error) {
 		now = s.lastRecorded
 	}
 	var lastSeq uint64
+	ents := s.mem.snapshot(0) // every event before lastSeq that bbolt lacks
 	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := writeEntries(tx, ents); err != nil {
+			return err
+		}
 		st := txState{
 			events:   tx.Bucket(bucketEvents),
 			ids:      tx.Bucket(bucketIDs),
@@ -365,6 +412,9 @@ func (s *Store) update(live []*request) (undo int, err error) {
 		return undo, err
 	}
 	s.commits.Add(1)
+	if len(ents) > 0 {
+		s.flushed(ents)
+	}
 	if lastSeq != s.lastSeq {
 		s.lastSeq = lastSeq
 		s.lastRecorded = now
@@ -436,44 +486,80 @@ func (st *txState) apply(r *request) error {
 	return st.applyOps(r.ops)
 }
 
+// logView is what an append is checked against: the log as the group
+// commit in progress sees it, its own earlier writes included.
+type logView interface {
+	// byID finds event id: its seq, stream and version.
+	byID(id *uuid.UUID) (seq uint64, stream []byte, version int64, ok bool, err error)
+	// streamVersion is the stream's last version, -1 if it has no event.
+	streamVersion(stream string) int64
+}
+
+// checkAppend checks p against v: idempotency (all ids already in the stream:
+// dup holds the original positions), then the expected version. On success
+// with dup == nil, the events get versions current+1, current+2, ...
+func checkAppend(v logView, p *eventstore.AppendParams) (dup *eventstore.AppendResult, current int64, err error) {
+	found := 0
+	var orig []eventstore.AppendedEvent
+	for i := range p.Events {
+		id := &p.Events[i].ID
+		seq, stream, version, ok, err := v.byID(id)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !ok {
+			continue
+		}
+		found++
+		if string(stream) != p.Stream {
+			return nil, 0, fmt.Errorf("%w: event %s is in another stream", eventstore.ErrIDConflict, id)
+		}
+		orig = append(orig, eventstore.AppendedEvent{ID: *id, Position: eventstore.Position{Lo: seq}, Version: version})
+	}
+	if found == len(p.Events) {
+		return &eventstore.AppendResult{Events: orig, Duplicate: true}, 0, nil
+	}
+	if found > 0 {
+		return nil, 0, fmt.Errorf("%w: %d of %d event ids are already in stream %q", eventstore.ErrIDConflict, found, len(p.Events), p.Stream)
+	}
+	current = v.streamVersion(p.Stream)
+	if err := p.Expected.Check(p.Stream, current); err != nil {
+		return nil, 0, err
+	}
+	return nil, current, nil
+}
+
+func (st *txState) byID(id *uuid.UUID) (uint64, []byte, int64, bool, error) {
+	v := st.get(id[:])
+	if v == nil {
+		return 0, nil, 0, false, nil
+	}
+	seq := binary.BigEndian.Uint64(v)
+	h, err := decodeHeader(st.events.Get(v))
+	if err != nil {
+		return 0, nil, 0, false, fmt.Errorf("embedded: event %s (seq %d): %w", id, seq, err)
+	}
+	return seq, h.stream, h.version, true, nil
+}
+
+func (st *txState) streamVersion(stream string) int64 {
+	if v := st.streams.Get([]byte(stream)); v != nil {
+		return int64(binary.BigEndian.Uint64(v))
+	}
+	return -1
+}
+
 // append checks one append against the transaction's current state and, if
 // it passes, writes it. Checks come before any write, so a rejected append
 // writes nothing.
 func (st *txState) append(a *pendingAppend) (eventstore.AppendResult, error) {
 	p := &a.p
-	// Idempotency: all ids already in this stream → the original positions.
-	found := 0
-	var dup []eventstore.AppendedEvent
-	for i := range p.Events {
-		id := p.Events[i].ID
-		v := st.get(id[:])
-		if v == nil {
-			continue
-		}
-		found++
-		seq := binary.BigEndian.Uint64(v)
-		h, err := decodeHeader(st.events.Get(v))
-		if err != nil {
-			return eventstore.AppendResult{}, fmt.Errorf("embedded: event %s (seq %d): %w", id, seq, err)
-		}
-		if string(h.stream) != p.Stream {
-			return eventstore.AppendResult{}, fmt.Errorf("%w: event %s is in another stream", eventstore.ErrIDConflict, id)
-		}
-		dup = append(dup, eventstore.AppendedEvent{ID: id, Position: eventstore.Position{Lo: seq}, Version: h.version})
-	}
-	if found == len(p.Events) {
-		return eventstore.AppendResult{Events: dup, Duplicate: true}, nil
-	}
-	if found > 0 {
-		return eventstore.AppendResult{}, fmt.Errorf("%w: %d of %d event ids are already in stream %q", eventstore.ErrIDConflict, found, len(p.Events), p.Stream)
-	}
-
-	current := int64(-1)
-	if v := st.streams.Get([]byte(p.Stream)); v != nil {
-		current = int64(binary.BigEndian.Uint64(v))
-	}
-	if err := p.Expected.Check(p.Stream, current); err != nil {
+	dup, current, err := checkAppend(st, p)
+	if err != nil {
 		return eventstore.AppendResult{}, err
+	}
+	if dup != nil {
+		return *dup, nil
 	}
 
 	res := eventstore.AppendResult{Events: make([]eventstore.AppendedEvent, len(p.Events))}
@@ -543,32 +629,49 @@ func (s *Store) ReadAll(ctx context.Context, p eventstore.ReadParams) (eventstor
 		}
 		return res, nil
 	}
+	scanned := 0
+	// visit reads one record; done: the page is full.
+	visit := func(seq uint64, v []byte) (done bool, err error) {
+		h, err := decodeHeader(v)
+		if err != nil {
+			return true, fmt.Errorf("embedded: seq %d: %w", seq, err)
+		}
+		scanned++
+		res.Next = eventstore.Position{Lo: seq}
+		if h.match(&p.Filter) {
+			ev, err := h.event(seq)
+			if err != nil {
+				return true, fmt.Errorf("embedded: seq %d: %w", seq, err)
+			}
+			res.Events = append(res.Events, ev)
+			if len(res.Events) >= limit {
+				return true, nil
+			}
+		}
+		if scanned >= maxScan {
+			return true, nil
+		}
+		if scanned%1024 == 0 && ctx.Err() != nil {
+			return true, ctx.Err()
+		}
+		return false, nil
+	}
+	head, ents := s.readSnapshot()
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
-		scanned := 0
+		end := memStart(head, ents) // bbolt holds the log before it
 		for k, v := c.Seek(seqKey(p.After.Lo + 1)); k != nil; k, v = c.Next() {
 			seq := binary.BigEndian.Uint64(k)
-			h, err := decodeHeader(v)
-			if err != nil {
-				return fmt.Errorf("embedded: seq %d: %w", seq, err)
-			}
-			scanned++
-			res.Next = eventstore.Position{Lo: seq}
-			if h.match(&p.Filter) {
-				ev, err := h.event(seq)
-				if err != nil {
-					return fmt.Errorf("embedded: seq %d: %w", seq, err)
-				}
-				res.Events = append(res.Events, ev)
-				if len(res.Events) >= limit {
-					break
-				}
-			}
-			if scanned >= maxScan {
+			if seq >= end {
 				break
 			}
-			if scanned%1024 == 0 && ctx.Err() != nil {
-				return ctx.Err()
+			if done, err := visit(seq, v); done {
+				return err
+			}
+		}
+		for seq := max(p.After.Lo+1, end); seq <= head; seq++ {
+			if done, err := visit(seq, entryAt(ents, seq).rec); done {
+				return err
 			}
 		}
 		return nil
@@ -596,16 +699,35 @@ func (s *Store) ReadStream(ctx context.Context, p eventstore.ReadStreamParams) (
 	}
 	limit = min(limit, eventstore.MaxReadLimit)
 	out := []eventstore.Event{}
+	head, ents := s.readSnapshot()
 	err := s.view(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
 		prefix := versionKey(p.Stream, 0)[:len(p.Stream)+1]
+		end := memStart(head, ents)
 		c := tx.Bucket(bucketVersions).Cursor()
 		for k, v := c.Seek(versionKey(p.Stream, p.FromVersion)); k != nil && len(out) < limit; k, v = c.Next() {
 			if len(k) != len(prefix)+8 || string(k[:len(prefix)]) != string(prefix) {
 				break
 			}
 			seq := binary.BigEndian.Uint64(v)
+			if seq >= end {
+				break // the stream goes on in the memtable
+			}
 			ev, err := decodeEvent(seq, events.Get(v))
+			if err != nil {
+				return fmt.Errorf("embedded: %w", err)
+			}
+			out = append(out, ev)
+		}
+		for i := range ents {
+			e := &ents[i]
+			if len(out) >= limit {
+				break
+			}
+			if e.stream != p.Stream || e.version < p.FromVersion {
+				continue
+			}
+			ev, err := decodeEvent(e.seq, e.rec)
 			if err != nil {
 				return fmt.Errorf("embedded: %w", err)
 			}
@@ -623,6 +745,16 @@ func (s *Store) ReadStream(ctx context.Context, p eventstore.ReadStreamParams) (
 func (s *Store) Event(ctx context.Context, id uuid.UUID) (eventstore.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return eventstore.Event{}, err
+	}
+	if s.closed.Load() {
+		return eventstore.Event{}, eventstore.ErrClosed
+	}
+	if seq, rec := s.memEvent(id); rec != nil {
+		ev, err := decodeEvent(seq, rec)
+		if err != nil {
+			return eventstore.Event{}, fmt.Errorf("embedded: %w", err)
+		}
+		return ev, nil
 	}
 	var ev eventstore.Event
 	err := s.view(func(tx *bolt.Tx) error {
@@ -664,13 +796,14 @@ func (s *Store) PositionAt(ctx context.Context, t time.Time) (eventstore.Positio
 		return eventstore.Position{}, err
 	}
 	var pos eventstore.Position
+	head, ents := s.readSnapshot()
 	err := s.view(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
-		k, _ := events.Cursor().Last()
-		if k == nil || !t.After(minNanos) {
+		end := memStart(head, ents)
+		n := head
+		if n == 0 || !t.After(minNanos) {
 			return nil
 		}
-		n := binary.BigEndian.Uint64(k)
 		if t.After(maxNanos) {
 			pos.Lo = n
 			return nil
@@ -679,7 +812,14 @@ func (s *Store) PositionAt(ctx context.Context, t time.Time) (eventstore.Positio
 		var ferr error
 		// First index i in [0, n) whose event (seq i+1) has recorded_at >= t.
 		i := sort.Search(int(n), func(i int) bool {
-			at, err := recordedAtOf(events.Get(seqKey(uint64(i) + 1)))
+			seq := uint64(i) + 1
+			var rec []byte
+			if seq >= end {
+				rec = entryAt(ents, seq).rec
+			} else {
+				rec = events.Get(seqKey(seq))
+			}
+			at, err := recordedAtOf(rec)
 			if err != nil && ferr == nil {
 				ferr = fmt.Errorf("embedded: seq %d: %w", i+1, err)
 			}
@@ -703,4 +843,43 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	return s.view(func(*bolt.Tx) error { return nil })
+}
+
+// readSnapshot is what a read sees: the head, and the memtable's entries up
+// to it. Everything before the first entry (or up to the head, when there is
+// none) is in bbolt for any read transaction opened after this call.
+func (s *Store) readSnapshot() (head uint64, ents []memEntry) {
+	head = s.watch.Head().Lo // first: every entry up to it is in the memtable or bbolt
+	ents = s.mem.snapshot(0)
+	if len(ents) == 0 || ents[0].seq > head {
+		return head, nil
+	}
+	if last := ents[len(ents)-1].seq; last < head {
+		// Not expected: the head passes the memtable only after the
+		// memtable was flushed. Read no further than it goes.
+		return last, ents
+	}
+	return head, ents[:head-ents[0].seq+1]
+}
+
+// memStart is the first seq that a read must take from the memtable
+// snapshot ents rather than bbolt.
+func memStart(head uint64, ents []memEntry) uint64 {
+	if len(ents) == 0 {
+		return head + 1
+	}
+	return ents[0].seq
+}
+
+// memEvent finds event id in the memtable, if it is there and acknowledged.
+func (s *Store) memEvent(id uuid.UUID) (uint64, []byte) {
+	head := s.watch.Head().Lo
+	m := s.mem
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seq, ok := m.ids[id]
+	if !ok || seq > head {
+		return 0, nil
+	}
+	return seq, entryAt(m.entries, seq).rec
 }

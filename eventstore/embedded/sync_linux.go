@@ -1,0 +1,10 @@
+package embedded
+
+import (
+	"os"
+	"syscall"
+)
+
+// fdatasync flushes f's data and the metadata needed to read it back (its
+// size), not its timestamps.
+func fdatasync(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) }

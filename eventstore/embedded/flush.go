@@ -36,14 +36,16 @@ type walState struct {
 	tx       *bolt.Tx
 	ids      *bolt.Bucket
 	idCursor *bolt.Cursor
+	maxID    []byte // the largest key of ids (nil: none)
 	events   *bolt.Bucket
 	streams  *bolt.Bucket
 	lastSeq  uint64
 	now      int64
 
 	pending  []memEntry
-	pendIDs  map[uuid.UUID]int // id → index in pending
-	pendVers map[string]int64  // stream → last version in pending
+	pendIDs  map[uuid.UUID]int // id → index in pending, for pending[:indexed]
+	indexed  int
+	pendVers map[string]int64 // stream → last version in pending
 }
 
 func (w *walState) byID(id *uuid.UUID) (uint64, []byte, int64, bool, error) {
@@ -58,6 +60,11 @@ func (w *walState) byID(id *uuid.UUID) (uint64, []byte, int64, bool, error) {
 	}
 	if w.idCursor == nil {
 		w.idCursor = w.ids.Cursor() // one cursor for the batch: Get makes one per call
+		w.maxID, _ = w.idCursor.Last()
+	}
+	if bytes.Compare(id[:], w.maxID) > 0 {
+		// Past the largest id in bbolt, so not in it: a new UUIDv7, mostly.
+		return 0, nil, 0, false, nil
 	}
 	k, v := w.idCursor.Seek(id[:])
 	if !bytes.Equal(k, id[:]) {
@@ -88,6 +95,14 @@ func (w *walState) streamVersion(stream string) int64 {
 func (w *walState) apply(r *request) {
 	a := &r.appends[0]
 	p := &a.p
+	// Index the batch's earlier events only now: a batch of one request
+	// (a single writer's) never needs it.
+	for ; w.indexed < len(w.pending); w.indexed++ {
+		if w.pendIDs == nil {
+			w.pendIDs = map[uuid.UUID]int{}
+		}
+		w.pendIDs[w.pending[w.indexed].id] = w.indexed
+	}
 	dup, current, err := checkAppend(w, p)
 	switch {
 	case err != nil:
@@ -104,7 +119,6 @@ func (w *walState) apply(r *request) {
 		rec := a.records[i]
 		setRecordFields(rec, w.now, ver)
 		id := p.Events[i].ID
-		w.pendIDs[id] = len(w.pending)
 		w.pending = append(w.pending, memEntry{seq: w.lastSeq, rec: rec, id: id, stream: p.Stream, version: ver})
 		res.Events[i] = eventstore.AppendedEvent{ID: id, Position: eventstore.Position{Lo: w.lastSeq}, Version: ver}
 	}
@@ -130,7 +144,7 @@ func (s *Store) commitWAL(live []*request) {
 	if now < s.lastRecorded {
 		now = s.lastRecorded
 	}
-	w := walState{s: s, lastSeq: s.lastSeq, now: now, pendIDs: map[uuid.UUID]int{}, pendVers: map[string]int64{}}
+	w := walState{s: s, lastSeq: s.lastSeq, now: now, pendVers: map[string]int64{}}
 	tx, err := s.lockedView()
 	if err == nil {
 		w.tx, w.ids, w.events, w.streams = tx, tx.Bucket(bucketIDs), tx.Bucket(bucketEvents), tx.Bucket(bucketStreams)

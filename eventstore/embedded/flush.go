@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,7 +27,7 @@ const (
 	flushBytes  = 16 << 20
 	flushDelay  = 50 * time.Millisecond
 	flushMax    = 20000 // entries per flush transaction
-	memMaxBytes = 32 << 20
+	memMaxBytes = 16 << 20
 )
 
 // walState checks a WAL group commit's appends against the log: the batch's
@@ -131,8 +132,8 @@ func (w *walState) apply(r *request) {
 // advances the head and answers every request.
 func (s *Store) commitWAL(live []*request) {
 	if _, size, _ := s.mem.stats(); size > memMaxBytes {
-		// The flusher is behind: catch up before taking more.
-		if err := s.flush(0); err != nil {
+		// The flusher is behind: take a share of its work before going on.
+		if err := s.flush(flushMax); err != nil {
 			for _, r := range live {
 				r.res, r.err = nil, err
 				close(r.answer)
@@ -242,12 +243,14 @@ func writeEntries(tx *bolt.Tx, ents []memEntry) error {
 	return nil
 }
 
-// flush moves up to max memtable entries (all when max <= 0) into bbolt.
+// flush moves up to max memtable entries into bbolt, or all of them when
+// max <= 0 (in transactions of flushMax, so that bbolt's dirty pages stay
+// a bounded amount of memory).
 func (s *Store) flush(max int) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	for {
-		ents := s.mem.snapshot(max)
+		ents := s.mem.snapshot(cmp.Or(max, flushMax))
 		if len(ents) == 0 {
 			return nil
 		}

@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -96,12 +97,17 @@ func (m *memtable) trim(seq uint64) {
 		n++
 	}
 	m.trimmed = max(m.trimmed, seq)
-	// Not cleared: snapshots may still read them. The array goes when the
-	// memtable empties or outgrows it.
+	// Not cleared: snapshots may still read them. The array (and the
+	// records it holds) goes once no snapshot has it: move the rest to a
+	// new one when the dropped part is most of it.
 	m.entries = m.entries[n:]
-	if len(m.entries) == 0 {
-		m.entries = nil // start a fresh array rather than grow this one forever
-	} else {
+	switch {
+	case len(m.entries) == 0:
+		m.entries = nil
+	case cap(m.entries) > 2*len(m.entries)+1024:
+		m.entries = slices.Clone(m.entries)
+		fallthrough
+	default:
 		m.oldest = time.Now()
 	}
 }

@@ -204,7 +204,7 @@ func embeddedAppend(ctx context.Context, o AppendOptions, work string) ([]Result
 		results = append(results, Result{
 			Scenario: fmt.Sprintf("batch-%d, bare bbolt (reference)", o.Batch),
 			Driver:   "embedded", Value: engine, Text: rateText(engine),
-			Baseline:      fmt.Sprintf("the same plain file; bbolt alone with the store's keys per event (record, id, stream version), one transaction per batch: bbolt in the append's path; hooklog, with its WAL in front of bbolt, reaches %.2fx this", store/engine),
+			Baseline:      fmt.Sprintf("the same plain file; bbolt alone with the store's keys per event (record, id, stream version), one transaction per batch: bbolt in the append's path; hooklog (WAL in front of bbolt) reaches %.2fx this", store/engine),
 			BaselineValue: base, Ratio: engine / base,
 			Target: "- (reference)",
 		})

@@ -29,7 +29,7 @@ func TestRunAppendEmbedded(t *testing.T) {
 	}
 	// batch, bare bbolt reference, single-event, tail latency (with its floor).
 	checkResults(t, res, 4)
-	if r := res[1]; r.Met != nil || r.Ratio <= 0 || !strings.Contains(r.Baseline, "hooklog reaches") {
+	if r := res[1]; r.Met != nil || r.Ratio <= 0 || !strings.Contains(r.Baseline, "hooklog (WAL in front of bbolt) reaches") {
 		t.Errorf("engine reference row: %+v", r)
 	}
 	if r := res[3]; !strings.Contains(r.Baseline, "fsync") || r.Ratio <= 0 {

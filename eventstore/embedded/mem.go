@@ -1,7 +1,6 @@
 package embedded
 
 import (
-	"slices"
 	"sync"
 	"time"
 
@@ -104,8 +103,9 @@ func (m *memtable) trim(seq uint64) {
 	switch {
 	case len(m.entries) == 0:
 		m.entries = nil
-	case cap(m.entries) > 2*len(m.entries)+1024:
-		m.entries = slices.Clone(m.entries)
+	case cap(m.entries) > 4*len(m.entries)+4096:
+		// With room to grow, so that the next adds do not copy it again.
+		m.entries = append(make([]memEntry, 0, 2*len(m.entries)+1024), m.entries...)
 		fallthrough
 	default:
 		m.oldest = time.Now()

@@ -3,12 +3,14 @@ package embedded
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/hooklog/hooklog/eventstore"
 )
@@ -205,5 +207,38 @@ func TestWALSegmentsRotateAndRecycle(t *testing.T) {
 	checkLog(t, s, want)
 	if _, err := os.Stat(filepath.Join(dir, walSpareName)); err != nil {
 		t.Errorf("no spare segment kept after a busy run: %v", err)
+	}
+}
+
+// TestCheckpoint: after Checkpoint every acknowledged event is in bbolt and
+// nothing is left in the memtable; the log reads the same.
+func TestCheckpoint(t *testing.T) {
+	s, err := Open(Config{Path: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := appendSome(t, s, 300)
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, size, _ := s.mem.stats(); n != 0 || size != 0 {
+		t.Errorf("after Checkpoint the memtable holds %d events (%d bytes)", n, size)
+	}
+	var inBolt int
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		inBolt = tx.Bucket(bucketEvents).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if inBolt != len(want) {
+		t.Errorf("bbolt holds %d events, want %d", inBolt, len(want))
+	}
+	checkLog(t, s, want)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Checkpoint(context.Background()); !errors.Is(err, eventstore.ErrClosed) {
+		t.Errorf("Checkpoint after Close: %v, want ErrClosed", err)
 	}
 }

@@ -24,11 +24,15 @@ import (
 // the memtable reaches memMaxBytes (back-pressure) and before any CommitState
 // (commitBolt writes the memtable in the same transaction).
 const (
-	flushEvents = 20000
-	flushBytes  = 16 << 20
-	flushDelay  = 50 * time.Millisecond
 	flushMax    = 20000 // entries per flush transaction
 	memMaxBytes = 16 << 20
+)
+
+// Variables, not constants, so that tests can hold the flusher back.
+var (
+	flushEvents = 8192
+	flushBytes  = 4 << 20
+	flushDelay  = 50 * time.Millisecond
 )
 
 // walState checks a WAL group commit's appends against the log: the batch's
@@ -341,6 +345,9 @@ func (s *Store) recover(dir string) error {
 		return nil
 	}
 	err := replayWAL(dir, s.lastSeq, func(seq uint64, rec []byte) error {
+		// The WAL skips the seqs that commits of state put straight into
+		// bbolt, but those are all at or below after: above it, the WAL
+		// must go on from the log's end.
 		if seq != s.lastSeq+1 {
 			return fmt.Errorf("embedded: the write-ahead log in %s continues at seq %d but the log ends at %d", dir, seq, s.lastSeq)
 		}

@@ -28,12 +28,14 @@ import (
 //	u32 length of the payload, u32 CRC-32C of the payload, payload
 //	payload: seq (u64, big-endian), then the record (record.go)
 //
-// Sequence numbers are dense across segments, and a segment's frames start at
-// the seq in its name. A frame that is short, fails its checksum or does not
-// carry the next seq ends the segment: it is the tail of a write whose fsync
-// never returned (nobody was told it was durable), or what a pre-written
-// segment held before (zeros, or frames of a recycled segment, whose seqs are
-// all older).
+// A segment's frames start at the seq in its name and their seqs increase.
+// They need not be dense: the events of a CommitState go straight into bbolt
+// (commitBolt), so the WAL skips their seqs, and bbolt has them before any
+// later frame is written. A frame that is short, fails its checksum or
+// carries a seq below the one expected ends the segment: it is the tail of a
+// write whose fsync never returned (nobody was told it was durable), or what
+// a pre-written segment held before (zeros, or frames of a recycled segment,
+// whose seqs are all older).
 //
 // Pre-written segments. An fdatasync after appending to a file must also
 // commit the file's new size and blocks to the file system's journal; after
@@ -132,17 +134,17 @@ func walSegments(dir string) ([]string, error) {
 }
 
 // replayWAL calls fn for every intact frame of the segments in dir whose seq
-// follows after, in log order, stopping where the log ends.
+// is above after, in log order, stopping where the log ends.
 func replayWAL(dir string, after uint64, fn func(seq uint64, rec []byte) error) error {
 	paths, err := walSegments(dir)
 	if err != nil {
 		return fmt.Errorf("embedded: list the write-ahead log: %w", err)
 	}
-	next := uint64(0) // the seq the next segment must start at, once known
+	next := uint64(0) // no segment may start below it
 	for _, p := range paths {
 		first, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), walPrefix), walSuffix), 16, 64)
-		if next != 0 && first != next {
-			return nil // the previous segment ended early: the log ends there
+		if first < next {
+			return nil // not a successor of the previous segment: the log ends there
 		}
 		end, err := replaySegment(p, first, after, fn)
 		if err != nil {
@@ -154,7 +156,7 @@ func replayWAL(dir string, after uint64, fn func(seq uint64, rec []byte) error) 
 }
 
 // replaySegment reads the frames of one segment, which start at seq first,
-// and returns the seq after its last intact frame.
+// and returns the seq after its last intact frame (first if it has none).
 func replaySegment(path string, first, after uint64, fn func(uint64, []byte) error) (next uint64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -180,10 +182,10 @@ func replaySegment(path string, first, after uint64, fn func(uint64, []byte) err
 			return next, nil
 		}
 		seq := binary.BigEndian.Uint64(payload)
-		if seq != next {
+		if seq < next {
 			return next, nil // a recycled segment's old frame
 		}
-		next++
+		next = seq + 1
 		if seq <= after {
 			continue
 		}

@@ -19,11 +19,13 @@
 // the event id, then type, stream and tenant (length-prefixed) so ReadAll can
 // filter an event before decoding its data, then data and metadata.
 //
-// Writes. Every Append is validated and encoded in the caller's goroutine, then
-// handed to one committer goroutine. The committer takes every request that is
-// waiting and checks each one on its own against the log as it stands (a
-// request that fails writes nothing and does not affect its neighbours; later
-// requests see the writes of earlier ones: group commit).
+// Writes. Every Append is validated and encoded in the caller's goroutine.
+// If no group commit is running, the caller then runs one itself; otherwise
+// it hands its request to the committer goroutine, which runs the next one.
+// A group commit takes every request that is waiting and checks each one on
+// its own against the log as it stands (a request that fails writes nothing
+// and does not affect its neighbours; later requests see the writes of
+// earlier ones), one group at a time.
 //
 //   - A batch of Appends is written to the write-ahead log with one write and
 //     one fdatasync. Only then are the events put in the memtable (an

@@ -70,6 +70,7 @@ type Store struct {
 	watch *eventstore.HeadWatch
 
 	reqs      chan *request
+	commitMu  sync.Mutex // held while a group commit runs (committer or caller)
 	done      chan struct{}
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -141,8 +142,22 @@ func (r *request) weight() int {
 	return n
 }
 
-// submit hands r to the committer and waits for its answer.
+// submit has r committed and waits for its answer. When no group commit
+// is running, the caller runs one itself, with r and whatever else is
+// waiting: a lone writer then pays no goroutine handoff, there and back, per
+// append. Otherwise r goes to the committer goroutine, which takes it with
+// the next group.
 func (s *Store) submit(r *request) error {
+	if s.commitMu.TryLock() {
+		if s.closed.Load() {
+			s.commitMu.Unlock()
+			return eventstore.ErrClosed
+		}
+		s.commit(s.drain([]*request{r}))
+		s.commitMu.Unlock()
+		<-r.answer
+		return r.err
+	}
 	select {
 	case s.reqs <- r:
 	case <-s.done:
@@ -242,6 +257,8 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		close(s.done)
 		s.wg.Wait()
+		s.commitMu.Lock() // a caller's group commit in progress ends first
+		defer s.commitMu.Unlock()
 		s.watch.Close()
 		// Leave everything in bbolt and no WAL behind, so that the next
 		// Open has nothing to recover.
@@ -288,20 +305,31 @@ func (s *Store) commitLoop() {
 		case r := <-s.reqs:
 			batch = append(batch[:0], r)
 		}
-		n := batch[0].weight()
-	drain:
-		for n < maxBatchWrites {
-			select {
-			case r := <-s.reqs:
-				batch = append(batch, r)
-				n += r.weight()
-			default:
-				break drain
-			}
-		}
+		s.commitMu.Lock()
+		batch = s.drain(batch)
 		s.commit(batch)
+		s.commitMu.Unlock()
 		clear(batch)
 	}
+}
+
+// drain adds to batch the requests waiting for the committer, up to
+// maxBatchWrites.
+func (s *Store) drain(batch []*request) []*request {
+	n := 0
+	for _, r := range batch {
+		n += r.weight()
+	}
+	for n < maxBatchWrites {
+		select {
+		case r := <-s.reqs:
+			batch = append(batch, r)
+			n += r.weight()
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit answers every request of batch with one group commit: a batch of

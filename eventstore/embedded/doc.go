@@ -20,8 +20,9 @@
 // filter an event before decoding its data, then data and metadata.
 //
 // Writes. Every Append is validated and encoded in the caller's goroutine.
-// If no group commit is running, the caller then runs one itself; otherwise
-// it hands its request to the committer goroutine, which runs the next one.
+// An append of many events that finds no group commit running then runs one
+// itself; any other request goes to the committer goroutine, which runs the
+// next one.
 // A group commit takes every request that is waiting and checks each one on
 // its own against the log as it stands (a request that fails writes nothing
 // and does not affect its neighbours; later requests see the writes of

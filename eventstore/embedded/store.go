@@ -142,13 +142,19 @@ func (r *request) weight() int {
 	return n
 }
 
-// submit has r committed and waits for its answer. When no group commit
-// is running, the caller runs one itself, with r and whatever else is
-// waiting: a lone writer then pays no goroutine handoff, there and back, per
-// append. Otherwise r goes to the committer goroutine, which takes it with
-// the next group.
+// inlineMinWeight: a request of at least this many events (a batch) is
+// committed by its caller when no group commit is running.
+const inlineMinWeight = 16
+
+// submit has r committed and waits for its answer. A batch (inlineMinWeight
+// events or more) finding no group commit running is committed by its
+// caller, with whatever else is waiting: it pays no goroutine handoff, there
+// and back, and it shares little anyway. Anything else goes to the committer
+// goroutine, which takes it with the next group: small appends from many
+// callers share its fsyncs best that way (with caller commits they shared
+// none in a package test run under the race detector on a busy machine).
 func (s *Store) submit(r *request) error {
-	if s.commitMu.TryLock() {
+	if r.weight() >= inlineMinWeight && s.commitMu.TryLock() {
 		if s.closed.Load() {
 			s.commitMu.Unlock()
 			return eventstore.ErrClosed

@@ -24,7 +24,7 @@ import (
 // the memtable reaches memMaxBytes (back-pressure) and before any CommitState
 // (commitBolt writes the memtable in the same transaction).
 const (
-	flushMax    = 20000 // entries per flush transaction
+	flushMax    = 8192 // entries per flush transaction
 	memMaxBytes = 16 << 20
 )
 

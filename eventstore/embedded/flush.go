@@ -76,12 +76,7 @@ func (w *walState) byID(id *uuid.UUID) (uint64, []byte, int64, bool, error) {
 	if !bytes.Equal(k, id[:]) {
 		return 0, nil, 0, false, nil
 	}
-	seq := binary.BigEndian.Uint64(v)
-	h, err := decodeHeader(w.events.Get(v))
-	if err != nil {
-		return 0, nil, 0, false, fmt.Errorf("embedded: event %s (seq %d): %w", id, seq, err)
-	}
-	return seq, h.stream, h.version, true, nil
+	return eventByKey(w.events, id, v)
 }
 
 func (w *walState) streamVersion(stream string) int64 {

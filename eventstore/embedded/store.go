@@ -568,8 +568,14 @@ func (st *txState) byID(id *uuid.UUID) (uint64, []byte, int64, bool, error) {
 	if v == nil {
 		return 0, nil, 0, false, nil
 	}
-	seq := binary.BigEndian.Uint64(v)
-	h, err := decodeHeader(st.events.Get(v))
+	return eventByKey(st.events, id, v)
+}
+
+// eventByKey is byID's answer for event id, found under seq key k of the
+// events bucket.
+func eventByKey(events *bolt.Bucket, id *uuid.UUID, k []byte) (uint64, []byte, int64, bool, error) {
+	seq := binary.BigEndian.Uint64(k)
+	h, err := decodeHeader(events.Get(k))
 	if err != nil {
 		return 0, nil, 0, false, fmt.Errorf("embedded: event %s (seq %d): %w", id, seq, err)
 	}

@@ -39,7 +39,6 @@ var (
 // own earlier appends, then the memtable, then bbolt, through lockedView.
 type walState struct {
 	s        *Store
-	tx       *bolt.Tx
 	ids      *bolt.Bucket
 	idCursor *bolt.Cursor
 	maxID    []byte // the largest key of ids (nil: none)
@@ -152,7 +151,7 @@ func (s *Store) commitWAL(live []*request) {
 	w := walState{s: s, lastSeq: s.lastSeq, now: now, pendVers: map[string]int64{}, pending: make([]memEntry, 0, n)}
 	tx, err := s.lockedView()
 	if err == nil {
-		w.tx, w.ids, w.events, w.streams = tx, tx.Bucket(bucketIDs), tx.Bucket(bucketEvents), tx.Bucket(bucketStreams)
+		w.ids, w.events, w.streams = tx.Bucket(bucketIDs), tx.Bucket(bucketEvents), tx.Bucket(bucketStreams)
 		for _, r := range live {
 			w.apply(r)
 		}

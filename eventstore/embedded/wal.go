@@ -86,13 +86,13 @@ type wal struct {
 	prewritten bool  // the active segment was a spare: overwrite, do not append
 	buf        []byte
 
-	mu        sync.Mutex
-	closed    []walSegment // rotated segments, oldest first
-	spare     string       // a pre-written file ready for the next rotation
-	preparing bool         // a goroutine is preparing the spare
-	prep      sync.WaitGroup
-	prepErr   error // the last preparation failed (the WAL appends meanwhile)
-	recycled  int   // segments kept as spares (tests)
+	mu         sync.Mutex
+	closed     []walSegment // rotated segments, oldest first
+	spare      string       // a pre-written file ready for the next rotation
+	preparing  bool         // a goroutine is preparing the spare
+	prep       sync.WaitGroup
+	zeroFailed bool // writing a spare failed: no new try until the next rotation
+	recycled   int  // segments kept as spares (tests)
 }
 
 func newWAL(dir string, noSync bool) *wal {
@@ -263,7 +263,7 @@ func (w *wal) rotate(first uint64) error {
 	path := filepath.Join(w.dir, walName(first))
 	w.mu.Lock()
 	spare := w.spare
-	w.spare = ""
+	w.spare, w.zeroFailed = "", false
 	w.mu.Unlock()
 	prewritten := false
 	if spare != "" {
@@ -294,7 +294,7 @@ func (w *wal) rotate(first uint64) error {
 // It reports whether it took recycle.
 func (w *wal) prepare(recycle string) bool {
 	w.mu.Lock()
-	if w.spare != "" || w.preparing {
+	if w.spare != "" || w.preparing || recycle == "" && w.zeroFailed {
 		w.mu.Unlock()
 		return false
 	}
@@ -317,7 +317,9 @@ func (w *wal) prepare(recycle string) bool {
 		defer w.prep.Done()
 		err := writeZeros(path, walSegmentSize, w.noSync)
 		w.mu.Lock()
-		w.preparing, w.prepErr = false, err
+		// On failure (a full disk?) the WAL goes on appending to segments
+		// that are not pre-written, which is slower, not wrong.
+		w.preparing, w.zeroFailed = false, err != nil
 		if err == nil {
 			w.spare = path
 		}

@@ -38,7 +38,7 @@ type memtable struct {
 	ids     map[uuid.UUID]uint64 // id → seq
 	streams map[string]memStream // stream → its last event in the memtable
 	bytes   int
-	oldest  time.Time // when the first entry was added
+	oldest  time.Time // when the entries began to wait: the first add, or the last trim that left some
 	trimmed uint64    // the last seq dropped (it and all before are in bbolt)
 }
 
@@ -112,7 +112,7 @@ func (m *memtable) trim(seq uint64) {
 	}
 }
 
-// entry returns the entry for seq from a snapshot (which must hold it).
+// entryAt returns the entry for seq from a snapshot (which must hold it).
 func entryAt(ents []memEntry, seq uint64) *memEntry {
 	return &ents[seq-ents[0].seq]
 }

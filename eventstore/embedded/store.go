@@ -256,8 +256,10 @@ func (s *Store) init() error {
 // Path is the bbolt file's path.
 func (s *Store) Path() string { return s.path }
 
-// Close stops the committer (finishing the group commit in progress), wakes
-// waiters and closes the file. It is idempotent.
+// Close stops the committer and the flusher (finishing the group commit in
+// progress), wakes waiters, copies what is only in the WAL into bbolt,
+// removes the WAL segments (a pre-written spare stays for the next Open)
+// and closes the file. It is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)

@@ -1,10 +1,12 @@
 package eventstore_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -174,4 +176,39 @@ func TestValidateFillsIn(t *testing.T) {
 	if string(p.Events[1].Metadata) != `{"m":1}` {
 		t.Errorf("metadata changed to %q", p.Events[1].Metadata)
 	}
+}
+
+// FuzzIsJSONObject holds the object check to encoding/json's rules narrowed
+// to what PostgreSQL's jsonb also takes: everything it accepts, json.Valid
+// accepts too, and it turns down nothing json.Valid accepts unless the
+// input has invalid UTF-8 or a \uD800-\uDFFF escape (which may be a lone
+// surrogate). Run it longer with
+// go test ./eventstore -run '^$' -fuzz FuzzIsJSONObject -fuzztime 1m.
+func FuzzIsJSONObject(f *testing.F) {
+	for _, s := range []string{
+		`{}`, ` {"a":1} `, `{"a":1,"a":2}`, `{"a":"\u00e9\ud83d\ude00"}`, `{"a":"\ud800"}`,
+		`{"a":"\udc00\ud800"}`, "{\"a\":\"\xff\"}", "{\"a\":\"\n\"}", `{"a":01}`, `{"a":1.}`,
+		`{"a":-0.5e+10}`, `{"a":[1,{"b":null}]}`, `{"a":1}{}`, `{"a":1} x`, `[]`, `"x"`, `{`,
+		`{"a":tru}`, `{"a":"\x"}`, "{\"a\":1}\u00a0", `{"a":"\u0000"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := eventstore.IsJSONObject(b)
+		trimmed := bytes.TrimSpace(b)
+		v1 := json.Valid(b) && len(trimmed) > 0 && trimmed[0] == '{'
+		if got && !v1 {
+			t.Fatalf("IsJSONObject(%q) = true; encoding/json does not take it as an object", b)
+		}
+		if got && !utf8.Valid(b) {
+			t.Fatalf("IsJSONObject(%q) = true for invalid UTF-8", b)
+		}
+		surrogate := bytes.Contains(bytes.ToLower(b), []byte(`\ud8`)) || bytes.Contains(bytes.ToLower(b), []byte(`\ud9`)) ||
+			bytes.Contains(bytes.ToLower(b), []byte(`\uda`)) || bytes.Contains(bytes.ToLower(b), []byte(`\udb`)) ||
+			bytes.Contains(bytes.ToLower(b), []byte(`\udc`)) || bytes.Contains(bytes.ToLower(b), []byte(`\udd`)) ||
+			bytes.Contains(bytes.ToLower(b), []byte(`\ude`)) || bytes.Contains(bytes.ToLower(b), []byte(`\udf`))
+		if !got && v1 && utf8.Valid(b) && !surrogate {
+			t.Fatalf("IsJSONObject(%q) = false; encoding/json takes it and it is valid UTF-8 with no surrogate escape", b)
+		}
+	})
 }

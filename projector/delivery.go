@@ -462,7 +462,7 @@ func Body(e eventstore.Event) ([]byte, error) {
 	data := bytes.TrimSpace(e.Data)
 	if len(data) == 0 {
 		data = []byte("{}")
-	} else if !json.Valid(data) {
+	} else if !eventstore.ValidJSON(data) {
 		return nil, fmt.Errorf("projector: event %s: data is not valid JSON", e.ID)
 	}
 	var tenant *string

@@ -182,6 +182,12 @@ func testAppendValidation(t *testing.T, h Harness) {
 		{"data null", eventstore.AppendParams{Stream: "valid-1", Events: withData(`null`)}, "events[1].data", ""},
 		{"data empty", eventstore.AppendParams{Stream: "valid-1", Events: withData(``)}, "events[1].data", ""},
 		{"data malformed", eventstore.AppendParams{Stream: "valid-1", Events: withData(`{"a":`)}, "events[1].data", ""},
+		// PostgreSQL's jsonb refuses these; every backend must refuse them
+		// the same way, before anything is written.
+		{"data invalid utf-8", eventstore.AppendParams{Stream: "valid-1", Events: withData("{\"a\":\"\xff\"}")}, "events[1].data", ""},
+		{"data lone surrogate escape", eventstore.AppendParams{Stream: "valid-1", Events: withData(`{"a":"\ud800"}`)}, "events[1].data", ""},
+		{"data with a non-JSON space", eventstore.AppendParams{Stream: "valid-1", Events: withData("{\"a\":1}\u00a0")}, "events[1].data", ""},
+		{"data trailing value", eventstore.AppendParams{Stream: "valid-1", Events: withData(`{"a":1} {}`)}, "events[1].data", ""},
 		{"metadata array", eventstore.AppendParams{Stream: "valid-1", Events: withMeta(`[]`)}, "events[1].metadata", ""},
 		{"metadata malformed", eventstore.AppendParams{Stream: "valid-1", Events: withMeta(`{`)}, "events[1].metadata", ""},
 		{"bad tenant", eventstore.AppendParams{Stream: "valid-1", Events: withTenant("a b")}, "events[1].tenant", ""},

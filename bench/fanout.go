@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -158,7 +159,12 @@ func RunFanout(ctx context.Context, o FanoutOptions) (results []Result, err erro
 	for round := 1; round <= o.Rounds; round++ {
 		fmt.Fprintf(o.Progress, "fanout round %d/%d: raw baseline, %d bodies x %d copies, %d clients...\n", round, o.Rounds, len(bodies), o.Subscriptions, workers)
 		c0 := cpuTime()
-		t, err := rawPosts(ctx, rcv.url, bodies, o.Subscriptions, workers)
+		var t tally
+		// The labels split a --cpuprofile by side: go tool pprof
+		// -tagfocus side=hooklog (the receiver's goroutines carry none).
+		pprof.Do(ctx, pprof.Labels("side", "raw"), func(ctx context.Context) {
+			t, err = rawPosts(ctx, rcv.url, bodies, o.Subscriptions, workers)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("bench: raw baseline: %w", err)
 		}
@@ -169,7 +175,9 @@ func RunFanout(ctx context.Context, o FanoutOptions) (results []Result, err erro
 
 		fmt.Fprintf(o.Progress, "fanout round %d/%d: hooklog, %d events x %d subscriptions on %s...\n", round, o.Rounds, o.Events, o.Subscriptions, o.Driver)
 		c0 = cpuTime()
-		t, err = projectorFanout(ctx, o, opener, rcv)
+		pprof.Do(ctx, pprof.Labels("side", "hooklog"), func(ctx context.Context) {
+			t, err = projectorFanout(ctx, o, opener, rcv)
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -24,7 +24,12 @@ type Config struct {
 	// max_in_flight requests at once).
 	Delivery DelivererConfig
 	// OutcomeFlush is how long the outcome batcher waits after the first
-	// attempt of a batch before committing it. Default 10ms.
+	// attempt of a batch before committing it. Default 25ms: each commit has
+	// a fixed cost (an fsync, bbolt's page writes), and under load 25ms
+	// commits cost a fan-out about 10% of its throughput less than 10ms
+	// ones did (hooklog bench fanout, embedded: 0.60 -> 0.67-0.69 of raw).
+	// It delays when an attempt shows in the deliveries API and when a
+	// route's cursor moves past it, not the delivery itself.
 	OutcomeFlush time.Duration
 	// OutcomeBatch commits a batch as soon as it holds this many attempts.
 	// Default 1000.
@@ -60,7 +65,7 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultOutcomeFlush     = 10 * time.Millisecond
+	DefaultOutcomeFlush     = 25 * time.Millisecond
 	DefaultOutcomeBatch     = 1000
 	DefaultAttemptRetention = 7 * 24 * time.Hour
 	DefaultCircuitFailures  = 5

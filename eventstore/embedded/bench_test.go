@@ -159,7 +159,7 @@ func BenchmarkRawBoltCommit1000(b *testing.B) {
 // BenchmarkStateWithAppends measures how outcome flushes and appends share
 // the committer: 4 goroutines append b.N single ~500-byte events (fsync on)
 // while one flusher commits 1 append + 1000 upserts, never (none), every
-// 10ms (the projector's default OutcomeFlush, at most) or back to back
+// 10ms (more often than the projector's default OutcomeFlush) or back to back
 // (busy). It reports the appends' throughput and latency percentiles, the
 // flushes done per second and their mean latency, and appends per write
 // transaction.

@@ -20,9 +20,12 @@ import (
 // The flusher copies memtable entries into bbolt in large transactions, on
 // its own goroutine (the other core, while the committer waits for the WAL's
 // fsync). It flushes once the memtable holds flushEvents or flushBytes, or
-// its oldest entry has waited flushDelay; the committer flushes itself when
-// the memtable reaches memMaxBytes (back-pressure) and before any CommitState
-// (commitBolt writes the memtable in the same transaction).
+// flushDelay after the memtable stopped being empty or a flush last left
+// entries behind (memtable.oldest; an entry left behind by a flush so waits
+// up to twice flushDelay, which delays its copy into bbolt, never its
+// durability). The committer flushes itself when the memtable reaches
+// memMaxBytes (back-pressure) and before any CommitState (commitBolt writes
+// the memtable in the same transaction).
 const (
 	flushMax    = 8192 // entries per flush transaction
 	memMaxBytes = 16 << 20

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/google/uuid"
@@ -369,8 +368,10 @@ func (s *Store) recover(dir string) error {
 	if err != nil {
 		return fmt.Errorf("embedded: list the write-ahead log: %w", err)
 	}
+	// One full-size segment becomes the spare: a store that crashed while
+	// busy need not write a new one with zeros.
 	for _, p := range paths {
-		if err := os.Remove(p); err != nil {
+		if err := s.wal.retire(p); err != nil {
 			return fmt.Errorf("embedded: remove %s: %w", p, err)
 		}
 	}

@@ -361,11 +361,18 @@ func (w *wal) release(applied uint64) {
 	w.closed = slices.Delete(w.closed, 0, n)
 	w.mu.Unlock()
 	for _, s := range done {
-		if fi, err := os.Stat(s.path); err == nil && fi.Size() >= walSegmentSize && w.prepare(s.path) {
-			continue
-		}
-		_ = os.Remove(s.path) // a leftover is replayed and skipped on Open
+		_ = w.retire(s.path) // a leftover is replayed and skipped on Open
 	}
+}
+
+// retire disposes of a segment whose records are all in bbolt: kept as the
+// spare when it is full size and none is ready, else deleted. Its old frames
+// hold seqs below every later one, which replay tells apart.
+func (w *wal) retire(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.Size() >= walSegmentSize && w.prepare(path) {
+		return nil
+	}
+	return os.Remove(path)
 }
 
 // close waits for a spare being prepared, closes the active segment and,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -209,6 +210,57 @@ func TestWALSegmentsRotateAndRecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, walSpareName)); err != nil {
 		t.Errorf("no spare segment kept after a busy run: %v", err)
 	}
+}
+
+// TestWALRecoveryKeepsSpare: Open after a crash replays the WAL and keeps a
+// full-size replayed segment as the spare instead of deleting it, and the
+// next Open (of that spare, now holding old frames) reads the same log.
+func TestWALRecoveryKeepsSpare(t *testing.T) {
+	oldSize, oldPrep := walSegmentSize, walPrepareAfter
+	walSegmentSize, walPrepareAfter = 64<<10, 16<<10
+	t.Cleanup(func() { walSegmentSize, walPrepareAfter = oldSize, oldPrep })
+
+	dir := t.TempDir()
+	s, err := Open(Config{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := appendSome(t, s, 400) // about 100 kB: the active segment is a pre-written spare
+	crash(t, s)
+	// As if the crash came before the next spare was ready.
+	spare := filepath.Join(dir, walSpareName)
+	if err := os.Remove(spare); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	full := 0
+	segs, _ := walSegments(dir)
+	for _, p := range segs {
+		if fi, err := os.Stat(p); err == nil && fi.Size() >= walSegmentSize {
+			full++
+		}
+	}
+	if full == 0 {
+		t.Fatalf("no full-size segment among %d at the crash; the test needs one", len(segs))
+	}
+	s, err = Open(Config{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLog(t, s, want)
+	if fi, err := os.Stat(spare); err != nil || fi.Size() < walSegmentSize {
+		t.Errorf("after recovery: spare %v (size %v), want a full-size one kept", err, fi)
+	}
+	if segs, _ := walSegments(dir); len(segs) != 0 {
+		t.Errorf("after recovery %d segments remain: %v", len(segs), segs)
+	}
+	want = append(want, appendSome(t, s, 400)...) // rotates into the spare
+	crash(t, s)
+	s, err = Open(Config{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	checkLog(t, s, want)
 }
 
 // TestCheckpoint: after Checkpoint every acknowledged event is in bbolt and

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -218,10 +220,10 @@ func (p *AppendParams) Validate() error {
 			v.add(f("tenant"), "must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 		}
 		if !IsJSONObject(e.Data) {
-			v.add(f("data"), "must be a JSON object")
+			v.add(f("data"), "%s", notObject(e.Data))
 		}
 		if len(e.Metadata) > 0 && !bytes.Equal(bytes.TrimSpace(e.Metadata), []byte("null")) && !IsJSONObject(e.Metadata) {
-			v.add(f("metadata"), "must be a JSON object")
+			v.add(f("metadata"), "%s", notObject(e.Metadata))
 		}
 	}
 	if err := v.orNil(); err != nil {
@@ -259,6 +261,25 @@ func IsJSONObject(b json.RawMessage) bool {
 		return false
 	}
 	return ValidJSON(b)
+}
+
+// notObject is the field error for b, which IsJSONObject refused: it says
+// why when b looks like an object but is not valid.
+func notObject(b []byte) string {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return "must be a JSON object"
+	}
+	d := jsontext.NewDecoder(bytes.NewReader(b), allowDuplicateNames)
+	_, err := d.ReadValue()
+	if err == nil {
+		if _, err = d.ReadToken(); err == nil {
+			return "must be a JSON object: more data follows the object"
+		}
+	}
+	if err == nil || err == io.EOF {
+		return "must be a JSON object" // not reached: IsJSONObject refused b
+	}
+	return "must be a JSON object: " + strings.TrimPrefix(err.Error(), "jsontext: ")
 }
 
 // ValidJSON reports whether b is one valid JSON value by IsJSONObject's rules.

@@ -10,6 +10,12 @@ import (
 	"github.com/hooklog/hooklog/eventstore"
 )
 
+// replayOutcomeFlush caps the outcome batcher's wait while a batch holds a
+// replay's attempts: a replay starts no more attempts once a few hundred
+// await their commit (route.replayMaxAwaiting), so the wait bounds its
+// throughput, where live deliveries go on regardless.
+const replayOutcomeFlush = 10 * time.Millisecond
+
 // checkpointInterval bounds how often checkpoints are written when no
 // attempts are (a route moving through events it does not match).
 const checkpointInterval = time.Second
@@ -149,6 +155,8 @@ func (b *batcher) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
+	var due time.Time // when the armed timer fires
+	replay := false   // buf holds a replay's attempt
 	tick := time.NewTicker(checkpointInterval)
 	defer tick.Stop()
 	flush := func() {
@@ -158,14 +166,33 @@ func (b *batcher) run() {
 		}
 		b.flush(buf)
 		clear(buf)
-		buf, attempts = buf[:0], 0
+		buf, attempts, replay = buf[:0], 0, false
 	}
 	add := func(it batchItem) bool {
 		buf = append(buf, it)
 		if it.attempt != nil {
 			attempts++
 		}
+		if it.note.j != nil && it.note.j.rc != nil {
+			replay = true
+		}
 		return it.flush || attempts >= b.cfg.OutcomeBatch
+	}
+	// arm starts the flush timer, or brings it forward for a replay.
+	arm := func() {
+		d := b.cfg.OutcomeFlush
+		if replay {
+			d = min(d, replayOutcomeFlush)
+		}
+		at := time.Now().Add(d)
+		if armed && !at.Before(due) {
+			return
+		}
+		if armed {
+			timer.Stop()
+		}
+		timer.Reset(d)
+		armed, due = true, at
 	}
 	for {
 		select {
@@ -182,9 +209,8 @@ func (b *batcher) run() {
 			}
 			if now {
 				flush()
-			} else if !armed {
-				timer.Reset(b.cfg.OutcomeFlush)
-				armed = true
+			} else {
+				arm()
 			}
 		case <-timer.C:
 			armed = false

@@ -28,6 +28,15 @@ type StateStore interface {
 	ScanState(ctx context.Context, p ScanParams, fn func(key, value []byte) error) error
 }
 
+// CommitsHoldBackReaders is implemented by a StateStore whose CommitState
+// transactions hold back the log's readers while they run, so that a long
+// one delays every event appended meanwhile. PostgreSQL's do: readers stop
+// at the oldest open transaction (see the postgres package). Callers that
+// batch state writes keep such commits short.
+type CommitsHoldBackReaders interface {
+	CommitsHoldBackReaders() bool
+}
+
 // StateCommit is one atomic unit of derived state, optionally with log appends.
 type StateCommit struct {
 	Appends []AppendParams

@@ -59,6 +59,9 @@ func New(cfg Config, deps Deps) (*Projector, error) {
 	case deps.Subs == nil:
 		return nil, fmt.Errorf("%w: Deps.Subs is nil", ErrInvalidProjectorConfig)
 	}
+	if hb, ok := deps.State.(eventstore.CommitsHoldBackReaders); ok && cfg.OutcomeFlush == 0 && hb.CommitsHoldBackReaders() {
+		cfg.OutcomeFlush = HoldBackOutcomeFlush
+	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

@@ -214,6 +214,11 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
+// CommitsHoldBackReaders implements eventstore.CommitsHoldBackReaders: a
+// CommitState transaction has a txid, and readers return no row of a later
+// transaction until it ends.
+func (s *Store) CommitsHoldBackReaders() bool { return true }
+
 // CommitState implements eventstore.StateStore. The appends (each through
 // append_events, like AppendTx) and the state writes (one statement per
 // prefix deletion, then one for all deletions and one for all upserts, over

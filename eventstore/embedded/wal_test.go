@@ -45,6 +45,19 @@ type walCase struct {
 
 // appendSome appends n events in batches of 10 over 3 streams and returns
 // what each append said.
+// crashReopen crashes s and opens its directory again, closed at the end
+// of the test.
+func crashReopen(t *testing.T, s *Store, dir string) *Store {
+	t.Helper()
+	crash(t, s)
+	s, err := Open(Config{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
 func appendSome(t *testing.T, s *Store, n int) []walCase {
 	t.Helper()
 	var out []walCase
@@ -254,13 +267,7 @@ func TestWALRecoveryKeepsSpare(t *testing.T) {
 		t.Errorf("after recovery %d segments remain: %v", len(segs), segs)
 	}
 	want = append(want, appendSome(t, s, 400)...) // rotates into the spare
-	crash(t, s)
-	s, err = Open(Config{Path: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	checkLog(t, s, want)
+	checkLog(t, crashReopen(t, s, dir), want)
 }
 
 // TestCheckpoint: after Checkpoint every acknowledged event is in bbolt and
@@ -327,13 +334,7 @@ func TestWALRecoversAroundStateCommits(t *testing.T) {
 	if n, _, _ := s.mem.stats(); n != 50 {
 		t.Fatalf("%d events only in the WAL before the crash, want 50", n)
 	}
-	crash(t, s)
-
-	s, err = Open(Config{Path: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = crashReopen(t, s, dir)
 	checkLog(t, s, want)
 	if v, err := s.GetState(ctx, "wal", []byte("round")); err != nil || len(v) != 1 || v[0] != 2 {
 		t.Errorf("state after recovery: %v %v", v, err)

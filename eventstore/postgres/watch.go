@@ -77,12 +77,19 @@ func (s *Store) watcher(ctx context.Context) {
 }
 
 // fastPollDelay is the wait before the n-th quick re-read while rows are held
-// back: 1ms for the first 20, then doubling.
+// back: 1ms for the first 20, then 16ms for about a second (a blocker that
+// outlasts a fsync stall, such as another process's migration or a slow
+// commit, is still likely to end soon, and doubling from 1ms would leave
+// rows unseen for up to 2x the blocker's time), then doubling (capped by the
+// caller at PollInterval) for a transaction that stays open.
 func fastPollDelay(n int) time.Duration {
-	if n < 20 {
+	switch {
+	case n < 20:
 		return time.Millisecond
+	case n < 82: // 20 + 62x16ms: just over a second
+		return 16 * time.Millisecond
 	}
-	return time.Millisecond << min(n-19, 16)
+	return 16 * time.Millisecond << min(n-81, 12)
 }
 
 // refresh reads the visible head and the last committed row still held back

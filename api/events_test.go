@@ -589,7 +589,10 @@ func TestLongPollTimesOut(t *testing.T) {
 		}
 
 		// Events appended during the wait that do not match still move next.
-		ch = e.startPoll(e.producer, "after=now&types=order.created&wait=200ms")
+		// The wait leaves room for PostgreSQL's commit order: another test
+		// binary's transaction (a migration, under -race) can hold the new
+		// row back for a few hundred ms (seen in CI at 200ms).
+		ch = e.startPoll(e.producer, "after=now&types=order.created&wait=1s")
 		second := e.appendOK("noise", `{"events":[{"type":"noise.made","data":{}}]}`)
 		r = <-ch
 		if len(r.out.Events) != 0 || r.out.Next != second.Events[0].Position {

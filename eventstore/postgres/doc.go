@@ -39,7 +39,7 @@
 //
 // Read-your-writes within one Store: when Head or ReadAll reach the end of the
 // visible log before an event this Store's Append has committed, they wait for
-// it (the watcher re-reads every millisecond meanwhile), at most one second,
+// it (the watcher re-reads every 1-16ms meanwhile), at most one second,
 // and not at all once the head has been stuck that long.
 //
 // # Appends

@@ -238,7 +238,23 @@ func TestWALRecoveryKeepsSpare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := appendSome(t, s, 400) // about 100 kB: the active segment is a pre-written spare
+	// Append until the WAL has rotated into a pre-written spare: the spare
+	// is written in the background, and on a busy machine the first
+	// rotations may come before it is ready.
+	want := appendSome(t, s, 100)
+	for i := 0; ; i++ {
+		s.wal.prep.Wait()
+		s.wal.mu.Lock()
+		prewritten := s.wal.prewritten
+		s.wal.mu.Unlock()
+		if prewritten {
+			break
+		}
+		if i == 200 {
+			t.Fatal("the WAL never rotated into a pre-written spare")
+		}
+		want = append(want, appendSome(t, s, 50)...)
+	}
 	crash(t, s)
 	// As if the crash came before the next spare was ready.
 	spare := filepath.Join(dir, walSpareName)

@@ -251,22 +251,21 @@ func (p *AppendParams) Validate() error {
 // about four times faster than json.Valid, and every append runs it on
 // every event.
 func IsJSONObject(b json.RawMessage) bool {
-	// Only JSON's own whitespace: bytes.TrimSpace would also drop Unicode
-	// spaces such as U+00A0, which JSON (and jsonb) refuse.
-	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	if i == len(b) || b[i] != '{' {
-		return false
-	}
-	return ValidJSON(b)
+	return opensObject(b) && ValidJSON(b)
+}
+
+// opensObject reports whether b's first byte after JSON whitespace is '{'.
+// Only JSON's own whitespace: bytes.TrimSpace would also skip Unicode spaces
+// such as U+00A0, which JSON (and jsonb) refuse.
+func opensObject(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{'
 }
 
 // notObject is the field error for b, which IsJSONObject refused: it says
 // why when b looks like an object but is not valid.
 func notObject(b []byte) string {
-	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+	if !opensObject(b) {
 		return "must be a JSON object"
 	}
 	d := jsontext.NewDecoder(bytes.NewReader(b), allowDuplicateNames)

@@ -43,8 +43,6 @@ type walCase struct {
 	version int64
 }
 
-// appendSome appends n events in batches of 10 over 3 streams and returns
-// what each append said.
 // crashReopen crashes s and opens its directory again, closed at the end
 // of the test.
 func crashReopen(t *testing.T, s *Store, dir string) *Store {
@@ -58,6 +56,8 @@ func crashReopen(t *testing.T, s *Store, dir string) *Store {
 	return s
 }
 
+// appendSome appends n events in batches of 10 over 3 streams and returns
+// what each append said.
 func appendSome(t *testing.T, s *Store, n int) []walCase {
 	t.Helper()
 	var out []walCase
@@ -275,6 +275,8 @@ func TestWALRecoveryKeepsSpare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	recovered := s
+	t.Cleanup(func() { _ = recovered.Close() }) // a no-op after the crash below
 	checkLog(t, s, want)
 	if fi, err := os.Stat(spare); err != nil || fi.Size() < walSegmentSize {
 		t.Errorf("after recovery: spare %v (size %v), want a full-size one kept", err, fi)

@@ -3,11 +3,11 @@ package projector
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/subscriptions"
@@ -39,9 +41,13 @@ type DelivererConfig struct {
 	AllowPrivateNetworks bool
 	// Policy is the URL policy whose DialControl checks connections.
 	Policy subscriptions.URLPolicy
-	// MaxIdleConnsPerHost bounds the kept-alive connections to one endpoint.
-	// Default 100.
+	// MaxIdleConnsPerHost bounds the kept-alive idle connections to one
+	// endpoint (scheme, host and port). Default 100.
 	MaxIdleConnsPerHost int
+	// TLSConfig, if set, is cloned for https endpoints: a private CA in
+	// RootCAs, client certificates. ServerName and NextProtos are set per
+	// endpoint. Default: the system roots, TLS 1.2 or later.
+	TLSConfig *tls.Config
 	// UserAgent is sent on every delivery. Default DefaultUserAgent().
 	UserAgent string
 	// Now is the clock of webhook-timestamp, active secrets and Outcome.At.
@@ -101,15 +107,16 @@ var userAgent = sync.OnceValue(func() string {
 func DefaultUserAgent() string { return userAgent() }
 
 // Deliverer sends signed webhooks. It is safe for concurrent use; all
-// deliveries share one connection pool.
+// deliveries share one pool of kept-alive connections (see transport.go).
 type Deliverer struct {
-	cfg       DelivererConfig
-	transport *http.Transport
-	timeout   *timeoutError // the cause of an attempt's context when Timeout fires
-	targets   targetCache
-	bodies    bodyCache
-	macs      macCache
-	unix      unixCache
+	cfg     DelivererConfig
+	dialer  *net.Dialer
+	pool    connPool
+	timeout *timeoutError // the error of an attempt that timed out
+	targets targetCache
+	bodies  bodyCache
+	macs    macCache
+	unix    unixCache
 }
 
 // unixCache keeps the text of the latest second seen, for webhook-timestamp.
@@ -139,42 +146,27 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 	if !cfg.AllowPrivateNetworks {
 		dialer.Control = cfg.Policy.DialControl
 	}
-	tr := &http.Transport{
-		// No proxy: a proxy would make the dialer check the proxy's address,
-		// not the endpoint's.
-		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          0, // bounded per host instead
-		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   min(cfg.Timeout, 10*time.Second),
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-	}
-	return &Deliverer{cfg: cfg, transport: tr, timeout: &timeoutError{after: cfg.Timeout}}, nil
+	// No proxy: a proxy would make the dialer check the proxy's address, not
+	// the endpoint's.
+	return &Deliverer{cfg: cfg, dialer: dialer, pool: connPool{maxPerKey: cfg.MaxIdleConnsPerHost}, timeout: &timeoutError{after: cfg.Timeout}}, nil
 }
 
 // Close closes idle connections. In-flight deliveries finish (or are
 // canceled by their contexts); the Deliverer stays usable.
-func (d *Deliverer) Close() { d.transport.CloseIdleConnections() }
+func (d *Deliverer) Close() { d.pool.closeIdle() }
 
 // Deliver makes one attempt to deliver r.Event to r.Sub and classifies it.
 // The attempt is bounded by the configured timeout and by ctx. It never
-// panics: an unexpected failure is a Failed outcome.
-//
-// The request goes to the transport directly: redirects are never followed
-// (a 3xx is the outcome), so http.Client would only copy the headers for
-// them.
+// panics: an unexpected failure is a Failed outcome. Redirects are never
+// followed (a 3xx is the outcome).
 func (d *Deliverer) Deliver(ctx context.Context, r Request) Outcome {
-	ctx, cancel := context.WithTimeoutCause(ctx, d.cfg.Timeout, d.timeout)
-	defer cancel()
-	return d.deliver(ctx, r)
+	a := d.newAttemptCtx()
+	defer a.close()
+	return d.deliver(ctx, r, a)
 }
 
-// deliver is Deliver under a context that already ends after the configured
-// timeout with d.timeout as its cause (Deliver's own, or an attemptCtx's).
-func (d *Deliverer) deliver(ctx context.Context, r Request) (o Outcome) {
+// deliver is one attempt under ctx; a aborts it when ctx ends.
+func (d *Deliverer) deliver(ctx context.Context, r Request, a *attemptCtx) (o Outcome) {
 	at := d.cfg.Now()
 	start := time.Now()
 	defer func() {
@@ -184,11 +176,15 @@ func (d *Deliverer) deliver(ctx context.Context, r Request) (o Outcome) {
 		o.At = at
 		o.Duration = time.Since(start)
 	}()
+	deadline := start.Add(d.cfg.Timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
 	b, err := d.bodies.get(&r.Event)
 	if err != nil {
 		return Outcome{Kind: Failed, Err: short("encoding the body: " + err.Error())}
 	}
-	target, err := d.targets.get(r.Sub.URL)
+	t, err := d.targets.get(r.Sub.URL)
 	if err != nil {
 		return Outcome{Kind: Failed, Err: short("invalid url: " + err.Error())}
 	}
@@ -203,154 +199,65 @@ func (d *Deliverer) deliver(ctx context.Context, r Request) (o Outcome) {
 		}
 	}
 	sig := sign(&d.macs, secrets, b.id, unix, b.body)
-	// One backing array for the values of the fixed headers.
-	vals := [...]string{"application/json", b.id, unix, sig, r.ReplayID, d.cfg.UserAgent}
-	h := make(http.Header, len(vals)+1+len(r.Sub.Headers))
-	for k, v := range r.Sub.Headers {
-		h.Set(k, v)
-	}
-	// Lower-case names as in the Standard Webhooks spec (and HTTP/2). The
-	// subscriptions package refuses custom headers that collide with these.
-	h["content-type"] = vals[0:1:1]
-	h["webhook-id"] = vals[1:2:2]
-	h["webhook-timestamp"] = vals[2:3:3]
+
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer func() {
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}()
+	// Every header as a plain one, written as set, names as given: the
+	// Standard Webhooks ones lower case, as in the spec. Content-Length is
+	// added on writing.
+	h := &req.Header
+	h.DisableSpecialHeader()
+	h.DisableNormalizing()
+	h.SetMethod(http.MethodPost)
+	h.SetRequestURI(t.requestURI)
+	h.Set("Host", t.host)
+	h.Set("User-Agent", d.cfg.UserAgent)
+	h.Set("content-type", "application/json")
+	h.Set("webhook-id", b.id)
+	h.Set("webhook-timestamp", unix)
 	if sig != "" {
-		h["webhook-signature"] = vals[3:4:4]
+		h.Set("webhook-signature", sig)
 	}
 	if r.ReplayID != "" {
-		h["webhook-replay"] = vals[4:5:5]
+		h.Set("webhook-replay", r.ReplayID)
 	}
-	h["User-Agent"] = vals[5:6:6] // canonical: net/http looks it up so
-	// An empty Idempotency-Key (not sent) lets net/http re-send the POST when
-	// a kept-alive connection turns out to be closed by the endpoint. That is
-	// safe: delivery is at least once and the copy has the same webhook-id;
-	// without it the race with an endpoint's idle timeout fails the attempt.
-	// The re-send reads the body again through GetBody.
-	h["Idempotency-Key"] = []string{}
+	for k, v := range r.Sub.Headers {
+		h.Set(k, v) // the subscriptions package refuses names that collide with the ones above
+	}
+	req.SetBodyRaw(b.body)
 
-	req := target.WithContext(ctx) // a copy; the cached URL is only read
-	req.Header = h
-	req.ContentLength = int64(len(b.body))
-	req.Body = newBodyReader(b.body)
-	req.GetBody = b.getBody // made once per body
-	resp, err := d.transport.RoundTrip(req)
+	a.begin(ctx)
+	err = d.exchange(ctx, a, t, req, resp, deadline)
+	now := d.cfg.Now()
 	if err != nil {
-		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
-			var te *timeoutError
-			if errors.As(cause, &te) {
-				err = te
-			}
+		if ctx.Err() == nil && isTimeout(err) {
+			err = d.timeout // "timeout after 15s"
 		}
-		return classify(nil, err, d.cfg.Now())
+		return classify(nil, err, now)
 	}
-	if resp.ContentLength != 0 {
-		_, _ = io.CopyN(io.Discard, resp.Body, MaxResponseRead)
-	}
-	_ = resp.Body.Close()
-	return classify(resp, nil, d.cfg.Now())
+	return classifyStatus(resp.StatusCode(), string(resp.Header.Peek("Retry-After")), string(resp.Header.Peek("Date")), now)
 }
-
-// attemptCtx gives the attempts of one delivery worker their contexts: one
-// context, derived from the route's, serves attempt after attempt and is made
-// again only once it was cancelled (a timeout) or the parent changes (a
-// replay's attempt); one timer, re-armed per attempt, enforces the timeout.
-// Making and tearing down a context with its own timer per attempt (and
-// registering it with the route's context, which every worker of the route
-// shares) was a noticeable part of an attempt's cost. Only the worker calls
-// begin, end and close; the timer's expire runs on its own.
-type attemptCtx struct {
-	d     *Deliverer
-	timer *time.Timer
-
-	mu       sync.Mutex
-	parent   context.Context
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
-	deadline time.Time // of the attempt under way; zero between attempts
-	expired  bool      // ctx was cancelled by the timer
-}
-
-func (d *Deliverer) newAttemptCtx() *attemptCtx {
-	a := &attemptCtx{d: d}
-	a.timer = time.AfterFunc(time.Hour, a.expire)
-	a.timer.Stop()
-	return a
-}
-
-// begin returns the context of an attempt under parent, which ends when
-// parent does or the configured timeout passes (cause d.timeout). end
-// follows once the attempt is over (its response body closed).
-func (a *attemptCtx) begin(parent context.Context) context.Context {
-	deadline := time.Now().Add(a.d.cfg.Timeout)
-	a.mu.Lock()
-	if a.ctx == nil || a.expired || a.parent != parent {
-		if a.cancel != nil {
-			a.cancel(context.Canceled)
-		}
-		a.ctx, a.cancel = context.WithCancelCause(parent)
-		a.parent, a.expired = parent, false
-	}
-	a.deadline = deadline
-	ctx := a.ctx
-	a.mu.Unlock()
-	// Re-arming a pending timer is cheap; the timer is not stopped between
-	// attempts: a late expiry finds no attempt past its deadline.
-	a.timer.Reset(a.d.cfg.Timeout)
-	return ctx
-}
-
-func (a *attemptCtx) end() {
-	a.mu.Lock()
-	a.deadline = time.Time{}
-	a.mu.Unlock()
-}
-
-// expire cancels the attempt under way if its deadline has passed (the
-// timer may fire late, for an attempt that is over).
-func (a *attemptCtx) expire() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.deadline.IsZero() && !time.Now().Before(a.deadline) {
-		a.cancel(a.d.timeout)
-		a.expired, a.deadline = true, time.Time{}
-	}
-}
-
-// close releases the context and the timer (the worker exits).
-func (a *attemptCtx) close() {
-	a.timer.Stop()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cancel != nil {
-		a.cancel(context.Canceled)
-		a.ctx, a.cancel, a.parent = nil, nil, nil
-	}
-}
-
-// newBodyReader is a delivery's request body. net/http writes the head and
-// a body it knows to be in memory (a *bytes.Reader, also inside NopCloser)
-// with one write; any other body gets a write of its own.
-func newBodyReader(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
 
 // maxTargets bounds targetCache; past it the cache starts over.
 const maxTargets = 4096
 
-// targetCache keeps a request template per subscription URL, parsed once:
-// POST to the URL, with no header, body or context yet.
+// targetCache keeps each subscription URL parsed (see parseTarget).
 type targetCache struct {
-	m sync.Map // url → *http.Request or error
+	m sync.Map // url → *target or error
 	n atomic.Int64
 }
 
-func (c *targetCache) get(url string) (*http.Request, error) {
+func (c *targetCache) get(url string) (*target, error) {
 	v, ok := c.m.Load(url)
 	if !ok {
-		req, err := http.NewRequest(http.MethodPost, url, nil)
+		t, err := parseTarget(url)
 		if err != nil {
 			v = err
 		} else {
-			req.Header = nil
-			v = req
+			v = t
 		}
 		if c.n.Add(1) > maxTargets {
 			c.m.Clear()
@@ -361,15 +268,14 @@ func (c *targetCache) get(url string) (*http.Request, error) {
 	if err, ok := v.(error); ok {
 		return nil, err
 	}
-	return v.(*http.Request), nil
+	return v.(*target), nil
 }
 
 // cachedBody is the body of one event and what it was made of.
 type cachedBody struct {
-	ev      eventstore.Event // the fields Body reads; Data shares the event's array
-	id      string           // the event id, as webhook-id
-	body    []byte
-	getBody func() (io.ReadCloser, error) // Request.GetBody: the body again
+	ev   eventstore.Event // the fields Body reads; Data shares the event's array
+	id   string           // the event id, as webhook-id
+	body []byte
 }
 
 func (b *cachedBody) matches(e *eventstore.Event) bool {
@@ -424,7 +330,6 @@ func (c *bodyCache) get(e *eventstore.Event) (*cachedBody, error) {
 	b := &cachedBody{id: e.ID.String(), body: body, ev: eventstore.Event{
 		ID: e.ID, Position: e.Position, Type: e.Type, Stream: e.Stream, Tenant: e.Tenant, RecordedAt: e.RecordedAt, Data: e.Data,
 	}}
-	b.getBody = func() (io.ReadCloser, error) { return newBodyReader(body), nil }
 	if b.size() <= maxCachedBody {
 		if free < 0 {
 			free = int(h >> 32 % bodyWays) // a full set: replace one at random

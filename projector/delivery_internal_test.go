@@ -3,6 +3,9 @@ package projector
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -125,12 +128,62 @@ func TestTargetCache(t *testing.T) {
 	if r2, _ := c.get("http://127.0.0.1:8080/hooks?x=1"); r2 != r1 {
 		t.Error("the URL was parsed again")
 	}
-	if r1.Method != "POST" || r1.Host != "127.0.0.1:8080" || r1.URL.RequestURI() != "/hooks?x=1" || r1.Header != nil {
-		t.Errorf("template %+v", r1)
+	if want := (target{key: "http://127.0.0.1:8080", addr: "127.0.0.1:8080", serverName: "127.0.0.1", host: "127.0.0.1:8080", requestURI: "/hooks?x=1"}); *r1 != want {
+		t.Errorf("target %+v, want %+v", *r1, want)
 	}
-	for range 2 {
-		if _, err := c.get("://no-scheme"); err == nil {
-			t.Error("a bad URL was accepted")
+	for url, want := range map[string]target{
+		"https://hooks.example.com":             {key: "https://hooks.example.com:443", addr: "hooks.example.com:443", tls: true, serverName: "hooks.example.com", host: "hooks.example.com", requestURI: "/"},
+		"http://[::1]/a%2Fb/c?q=%20":            {key: "http://[::1]:80", addr: "[::1]:80", serverName: "::1", host: "[::1]", requestURI: "/a%2Fb/c?q=%20"},
+		"HTTPS://Hooks.Example.com:8443/x#frag": {key: "https://Hooks.Example.com:8443", addr: "Hooks.Example.com:8443", tls: true, serverName: "Hooks.Example.com", host: "Hooks.Example.com:8443", requestURI: "/x"},
+	} {
+		got, err := c.get(url)
+		if err != nil || *got != want {
+			t.Errorf("%s: %+v, %v; want %+v", url, got, err, want)
 		}
+	}
+	for _, bad := range []string{"://no-scheme", "ftp://example.com/", "http:///path", "http://u:p@example.com/"} {
+		for range 2 {
+			if _, err := c.get(bad); err == nil {
+				t.Errorf("%s was accepted", bad)
+			}
+		}
+	}
+}
+
+// TestConnPoolSweepsIdle: connections idle for idleConnTimeout are closed,
+// newer ones stay pooled; at most maxPerKey idle ones are kept per key.
+func TestConnPoolSweepsIdle(t *testing.T) {
+	t.Parallel()
+	p := &connPool{maxPerKey: 2}
+	t.Cleanup(p.closeIdle)
+	newConn := func(key string) (*conn, net.Conn) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { _ = b.Close() })
+		return &conn{key: key, nc: a}, b
+	}
+	closed := func(peer net.Conn) bool {
+		_ = peer.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := peer.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF)
+	}
+	old, oldPeer := newConn("http://a:80")
+	p.put(old)
+	old.since = time.Now().Add(-idleConnTimeout - time.Second)
+	fresh, _ := newConn("http://a:80")
+	p.put(fresh)
+	extra, extraPeer := newConn("http://a:80")
+	p.put(extra) // a third idle one to the same key: closed
+	if !closed(extraPeer) {
+		t.Error("a connection over maxPerKey was kept")
+	}
+	p.sweepIdle()
+	if !closed(oldPeer) {
+		t.Error("the idle connection was not closed")
+	}
+	if got := p.get("http://a:80"); got != fresh {
+		t.Errorf("get = %p, want the fresh connection %p", got, fresh)
+	}
+	if got := p.get("http://a:80"); got != nil {
+		t.Errorf("get = %p, want none left", got)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -708,5 +710,66 @@ func TestDeliverResendsOnStaleConnection(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{e1.ID.String(), e2.ID.String(), e2.ID.String()}; strings.Join(ids, " ") != strings.Join(want, " ") {
 		t.Errorf("the endpoint saw webhook-ids %q, want %q", ids, want)
+	}
+}
+
+// HTTPS endpoints: the handshake verifies the certificate against the
+// configured roots (or the system's), with the URL's host as server name.
+func TestDeliverOverTLS(t *testing.T) {
+	t.Parallel()
+	var got atomic.Int64
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || r.ProtoMajor != 1 || r.Header.Get("webhook-id") == "" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		got.Add(1)
+	}))
+	t.Cleanup(srv.Close)
+	url := srv.URL // https://127.0.0.1:port; the test certificate has that IP address
+	sub := dlSub(url+"/hooks", subscriptions.Secret{Value: dlSecret(t)})
+
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	d := dlDeliverer(t, projector.DelivererConfig{AllowPrivateNetworks: true, TLSConfig: &tls.Config{RootCAs: roots}})
+	for range 3 {
+		if o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1}); o.Kind != projector.Succeeded {
+			t.Fatalf("with the test CA: %+v", o)
+		}
+	}
+	if got.Load() != 3 {
+		t.Fatalf("the endpoint accepted %d deliveries, want 3", got.Load())
+	}
+
+	untrusting := dlDeliverer(t, projector.DelivererConfig{AllowPrivateNetworks: true})
+	o := untrusting.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1})
+	if o.Kind != projector.Failed || o.Err != "tls: certificate signed by unknown authority" {
+		t.Errorf("with the system roots: %+v", o)
+	}
+	plain := dlSub(strings.Replace(url, "https://", "http://", 1), subscriptions.Secret{Value: dlSecret(t)})
+	if o := d.Deliver(context.Background(), projector.Request{Sub: plain, Event: dlEvent(), Attempt: 1}); o.Kind != projector.Failed || o.StatusCode != http.StatusBadRequest {
+		t.Errorf("http to a TLS port: %+v", o)
+	}
+}
+
+// A response whose header block is larger than the transport reads fails
+// the attempt with a clear error; the next attempt gets a new connection.
+func TestDeliverResponseHeadersTooLarge(t *testing.T) {
+	t.Parallel()
+	var big atomic.Bool
+	big.Store(true)
+	rc := newDLReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		if big.Load() {
+			w.Header().Set("X-Padding", strings.Repeat("p", 9<<10))
+		}
+	})
+	d := dlDeliverer(t, projector.DelivererConfig{AllowPrivateNetworks: true})
+	sub := dlSub(rc.URL, subscriptions.Secret{Value: dlSecret(t)})
+	if o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1}); o.Kind != projector.Failed || o.Err != "response headers over 8 KiB" {
+		t.Errorf("9 KiB header: %+v", o)
+	}
+	big.Store(false)
+	if o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1}); o.Kind != projector.Succeeded {
+		t.Errorf("after it: %+v", o)
 	}
 }

@@ -92,7 +92,12 @@ func classify(resp *http.Response, err error, now time.Time) Outcome {
 		}
 		return o
 	}
-	code := resp.StatusCode
+	return classifyStatus(resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("Date"), now)
+}
+
+// classifyStatus is Classify of a response with the status code and the
+// Retry-After and Date headers given.
+func classifyStatus(code int, retryAfter, date string, now time.Time) Outcome {
 	o := Outcome{StatusCode: code}
 	switch {
 	case code >= 200 && code <= 299:
@@ -102,7 +107,7 @@ func classify(resp *http.Response, err error, now time.Time) Outcome {
 		o.Err = "HTTP 410 (endpoint gone)"
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		o.Kind = Failed
-		o.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), resp.Header.Get("Date"), now)
+		o.RetryAfter = parseRetryAfter(retryAfter, date, now)
 		o.Err = "HTTP " + strconv.Itoa(code)
 		if o.RetryAfter > 0 {
 			o.Err += " (retry after " + o.RetryAfter.String() + ")"
@@ -148,7 +153,7 @@ func parseRetryAfter(v, date string, now time.Time) time.Duration {
 	return min(max(d, 0), MaxRetryAfter)
 }
 
-// timeoutError is the cause of an attempt's context when its timeout fires.
+// timeoutError is the error of an attempt that ran out of its timeout.
 type timeoutError struct{ after time.Duration }
 
 func (e *timeoutError) Error() string { return "timeout after " + e.after.String() }

@@ -827,8 +827,7 @@ func (r *route) attempt(t task, ac *attemptCtx) result {
 		}
 		ev, res.ev = &e, &e
 	}
-	res.out = r.p.deliverer.deliver(ac.begin(ctx), Request{Sub: t.sub, Event: *ev, Attempt: t.attempt, ReplayID: replayID})
-	ac.end()
+	res.out = r.p.deliverer.deliver(ctx, Request{Sub: t.sub, Event: *ev, Attempt: t.attempt, ReplayID: replayID}, ac)
 	res.cancelled = res.out.Kind != Succeeded && ctx.Err() != nil
 	return res
 }

@@ -32,13 +32,18 @@ func TestRunFanout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkResults(t, res, 2)
-			if res[1].Met == nil || !strings.Contains(res[1].Note, "150 of 150 deliveries") {
-				t.Errorf("latency row: %+v", res[1])
+			checkResults(t, res, 3)
+			// The reference row: the same deliveries against fasthttp's client.
+			if ref := res[1]; ref.Value != res[0].Value || ref.BaselineValue <= 0 || ref.Met != nil || !strings.Contains(ref.Baseline, "fasthttp") {
+				t.Errorf("reference row: %+v", ref)
+			}
+			lat := res[2]
+			if lat.Met == nil || !strings.Contains(lat.Note, "150 of 150 deliveries") {
+				t.Errorf("latency row: %+v", lat)
 			}
 			// The split reader saw each of the 50 events once.
-			if !strings.Contains(res[1].Note, "split: readable by a plain tailing reader (50 events)") {
-				t.Errorf("latency row without the split: %s", res[1].Note)
+			if !strings.Contains(lat.Note, "split: readable by a plain tailing reader (50 events)") {
+				t.Errorf("latency row without the split: %s", lat.Note)
 			}
 		})
 	}

@@ -64,9 +64,13 @@
 // re-reads the visible head when this process's Append commits, when a
 // notification arrives on channel "hooklog_events_<schema>" (a dedicated LISTEN
 // connection, reconnected with backoff), or every PollInterval. After local
-// appends the watcher sends a coalesced, empty NOTIFY in its own tiny
-// transaction, never inside the append's. Events appended with AppendTx, or by
-// writers that do not notify, are seen within PollInterval.
+// appends the watcher sends a coalesced NOTIFY in its own tiny transaction,
+// never inside the append's, but only while another Store listens on the
+// channel: every listening connection holds a shared advisory lock, which the
+// watcher looks for at most once a second (a Store that starts listening is
+// woken by the others within about a second; until then its own poll sees
+// their appends). Events appended with AppendTx, or by writers that do not
+// notify, are seen within PollInterval.
 //
 // # State (eventstore.StateStore)
 //

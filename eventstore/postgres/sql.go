@@ -31,6 +31,13 @@ type sqlText struct {
 	// readAllNoInternal is readAll with the data and metadata of internal
 	// streams' rows left out (Filter.NoInternal only).
 	readAllNoInternal string
+
+	// listenLock takes the shared advisory lock a LISTEN connection holds
+	// while it listens ($1 = listenKey); peers tells whether a session other
+	// than the given pid ($2) of this database holds it: another Store
+	// listening on this schema's channel.
+	listenLock string
+	peers      string
 }
 
 func newSQLText(schema string) sqlText {
@@ -126,6 +133,14 @@ func newSQLText(schema string) sqlText {
 			FROM {{schema}}.events
 			WHERE (txid, seq) > ($1, $2) AND txid < {{horizon}}
 			ORDER BY txid, seq LIMIT $3`),
+		listenLock: `SELECT pg_advisory_lock_shared(hashtextextended($1, 0))`,
+		// pg_locks shows an advisory lock on one bigint key as (classid,
+		// objid) = its high and low 32 bits, objsubid 1. It is visible to
+		// every role, unlike pg_stat_activity's details.
+		peers: `SELECT EXISTS (SELECT 1 FROM pg_locks l
+			WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.pid <> $2
+			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0))`,
 		readStream: r.Replace(`SELECT {{cols}} FROM {{schema}}.events
 			WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3`),
 		event: r.Replace(`SELECT {{cols}} FROM {{schema}}.events WHERE id = $1`),

@@ -32,6 +32,7 @@ type Store struct {
 	stuckSince atomic.Int64        // unix ns since rows are held back, 0 = not
 	localKick  chan struct{}       // an Append of this Store committed
 	remoteKick chan struct{}       // a notification arrived
+	listenPID  atomic.Uint32       // backend pid of this Store's LISTEN connection, 0 while it has none
 
 	verMu    sync.Mutex
 	versions map[string]int64 // stream -> last version committed by Append (a lower bound)

@@ -272,6 +272,78 @@ func TestFilterPrefixIsLiteral(t *testing.T) {
 	}
 }
 
+// A Store alone on its schema sends no NOTIFY (each is a write transaction
+// and wakes every listener); once another Store listens, its appends notify
+// again, within about a second.
+func TestNotifyOnlyWithPeers(t *testing.T) {
+	ctx := ctxFor(t)
+	schema := pgtest.Schema(t)
+	alone := pgtest.Open(t, schema)
+
+	// A plain LISTEN connection: it hears every NOTIFY, but holds no
+	// listen lock, so it is not a peer.
+	conn, err := pgx.Connect(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{"hooklog_events_" + schema}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	heard := func(within time.Duration) bool {
+		wctx, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		_, err := conn.WaitForNotification(wctx)
+		if err != nil && wctx.Err() == nil {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	// The Store's own listener may still be connecting (it then notifies,
+	// not knowing): wait until it holds its lock.
+	waitLocks := func(n int) {
+		t.Helper()
+		check, err := pgx.Connect(ctx, pgtest.URL(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer check.Close(context.Background())
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			var got int
+			if err := check.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+				AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`, "hooklog.listen.hooklog_events_"+schema).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d listen locks held, want %d", got, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitLocks(1)
+	time.Sleep(1100 * time.Millisecond) // past any check made before the lock was held
+	for range 5 {
+		appendOne(ctx, t, alone, "alone")
+	}
+	if heard(500 * time.Millisecond) {
+		t.Fatal("a Store alone on its schema sent a NOTIFY")
+	}
+
+	pgtest.Open(t, schema) // another process's Store, listening
+	waitLocks(2)
+	start := time.Now()
+	appendOne(ctx, t, alone, "with-peer")
+	if !heard(3 * time.Second) {
+		t.Fatal("no NOTIFY with another Store listening")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the NOTIFY came %s after the append, want within about a second", d)
+	}
+}
+
 // Waiters in one process are woken by another process's append through
 // LISTEN/NOTIFY, also after the listening connection was killed.
 func TestNotifyWakesOtherStores(t *testing.T) {

@@ -41,6 +41,7 @@ func (s *Store) watcher(ctx context.Context) {
 	timer := time.NewTimer(s.cfg.PollInterval)
 	defer timer.Stop()
 	fastPolls := 0
+	var peers peerCheck
 	for {
 		notify := false
 		select {
@@ -51,6 +52,7 @@ func (s *Store) watcher(ctx context.Context) {
 		case <-s.remoteKick:
 		case <-timer.C:
 		}
+		notify = peers.notify(ctx, s, notify)
 		head, pending, err := s.refresh(ctx, notify)
 		next := s.cfg.PollInterval
 		switch {
@@ -59,7 +61,7 @@ func (s *Store) watcher(ctx context.Context) {
 				return
 			}
 			if notify {
-				s.kick(s.localKick) // send it at the next round
+				peers.owed, peers.present = true, true // send it at the next round
 			}
 			fastPolls = 0
 		default:
@@ -75,6 +77,70 @@ func (s *Store) watcher(ctx context.Context) {
 		timer.Reset(next)
 	}
 }
+
+// peerCheckEvery is how often the watcher looks again whether another Store
+// listens on the channel.
+const peerCheckEvery = time.Second
+
+// peerCheck decides whether a watcher round sends the wake-up NOTIFY. A
+// NOTIFY is a small write transaction (it takes a transaction id and writes
+// a commit record) and wakes every listening connection, this Store's own
+// included, so with no other Store listening (a single process, the usual
+// deployment) it is left out. Whether another Store listens is read from the
+// shared advisory lock every listener holds while it listens, at most every
+// peerCheckEvery. A wake-up skipped on the strength of an older check is owed
+// until the next check: if that one finds a listener, it is sent then (so a
+// Store that starts listening is woken about a second late at worst, and its
+// own poll covers that time too); if it finds none, it is dropped, since a
+// Store that starts listening after the check reads the head after taking
+// its lock, and so sees every commit before the check.
+type peerCheck struct {
+	checked time.Time
+	present bool
+	owed    bool // a NOTIFY skipped since the last check
+}
+
+// notify reports whether this round sends the NOTIFY; local is whether it
+// follows a local commit.
+func (c *peerCheck) notify(ctx context.Context, s *Store, local bool) bool {
+	if local {
+		c.owed = true
+	}
+	if !c.owed {
+		return false
+	}
+	if time.Since(c.checked) >= peerCheckEvery {
+		c.present, c.checked = s.peersListen(ctx), time.Now()
+		if !c.present {
+			c.owed = false
+		}
+	}
+	if !c.present {
+		return false
+	}
+	c.owed = false
+	return true
+}
+
+// peersListen reports whether a session other than this Store's LISTEN
+// connection holds the listen lock of this schema's channel; true when that
+// cannot be told (no LISTEN connection of its own yet, a failed query).
+func (s *Store) peersListen(ctx context.Context) bool {
+	pid := s.listenPID.Load()
+	if pid == 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var present bool
+	if err := s.pool.QueryRow(ctx, s.q.peers, s.listenKey(), pid).Scan(&present); err != nil {
+		return true
+	}
+	return present
+}
+
+// listenKey names the advisory lock of the channel's listeners.
+func (s *Store) listenKey() string { return "hooklog.listen." + s.channel }
 
 // fastPollDelay is the wait before the n-th quick re-read while rows are held
 // back: 1ms for the first 20, then 16ms for about a second (a blocker that
@@ -227,9 +293,17 @@ func (s *Store) listenOnce(ctx context.Context, connected func()) error {
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
+	// The shared lock tells other Stores that this one listens (see
+	// peerCheck); it ends with the connection. The head is read again after
+	// both (connected kicks the watcher).
+	if _, err := conn.Exec(ctx, s.q.listenLock, s.listenKey()); err != nil {
+		return err
+	}
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
 		return err
 	}
+	s.listenPID.Store(conn.PgConn().PID())
+	defer s.listenPID.Store(0)
 	connected()
 	s.kick(s.remoteKick)
 	for {

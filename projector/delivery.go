@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -224,8 +226,19 @@ func (d *Deliverer) deliver(ctx context.Context, r Request, a *attemptCtx) (o Ou
 	if r.ReplayID != "" {
 		h.Set("webhook-replay", r.ReplayID)
 	}
-	for k, v := range r.Sub.Headers {
-		h.Set(k, v) // the subscriptions package refuses names that collide with the ones above
+	// The subscription's own headers, in name order (as net/http wrote
+	// them); the subscriptions package refuses names that collide with the
+	// ones above.
+	switch len(r.Sub.Headers) {
+	case 0:
+	case 1:
+		for k, v := range r.Sub.Headers {
+			h.Set(k, v)
+		}
+	default:
+		for _, k := range slices.Sorted(maps.Keys(r.Sub.Headers)) {
+			h.Set(k, r.Sub.Headers[k])
+		}
 	}
 	req.SetBodyRaw(b.body)
 

@@ -134,7 +134,9 @@ func TestTargetCache(t *testing.T) {
 	for url, want := range map[string]target{
 		"https://hooks.example.com":             {key: "https://hooks.example.com:443", addr: "hooks.example.com:443", tls: true, serverName: "hooks.example.com", host: "hooks.example.com", requestURI: "/"},
 		"http://[::1]/a%2Fb/c?q=%20":            {key: "http://[::1]:80", addr: "[::1]:80", serverName: "::1", host: "[::1]", requestURI: "/a%2Fb/c?q=%20"},
-		"HTTPS://Hooks.Example.com:8443/x#frag": {key: "https://Hooks.Example.com:8443", addr: "Hooks.Example.com:8443", tls: true, serverName: "Hooks.Example.com", host: "Hooks.Example.com:8443", requestURI: "/x"},
+		"HTTPS://Hooks.Example.com:8443/x#frag": {key: "https://hooks.example.com:8443", addr: "Hooks.Example.com:8443", tls: true, serverName: "Hooks.Example.com", host: "Hooks.Example.com:8443", requestURI: "/x"},
+		"https://bücher.example/in":             {key: "https://xn--bcher-kva.example:443", addr: "xn--bcher-kva.example:443", tls: true, serverName: "xn--bcher-kva.example", host: "xn--bcher-kva.example", requestURI: "/in"},
+		"http://bücher.example:8080/":           {key: "http://xn--bcher-kva.example:8080", addr: "xn--bcher-kva.example:8080", serverName: "xn--bcher-kva.example", host: "xn--bcher-kva.example:8080", requestURI: "/"},
 	} {
 		got, err := c.get(url)
 		if err != nil || *got != want {
@@ -159,7 +161,7 @@ func TestConnPoolSweepsIdle(t *testing.T) {
 	newConn := func(key string) (*conn, net.Conn) {
 		a, b := net.Pipe()
 		t.Cleanup(func() { _ = b.Close() })
-		return &conn{key: key, nc: a}, b
+		return &conn{key: key, nc: a, raw: a}, b
 	}
 	closed := func(peer net.Conn) bool {
 		_ = peer.SetReadDeadline(time.Now().Add(time.Second))

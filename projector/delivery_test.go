@@ -752,6 +752,57 @@ func TestDeliverOverTLS(t *testing.T) {
 	}
 }
 
+// A response cut short after its first bytes is the attempt's failure, not a
+// stale connection: it is not sent again, even on a kept-alive connection.
+func TestDeliverDoesNotResendAfterPartialResponse(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var requests atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(r)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					requests.Add(1)
+					if n == 0 {
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						continue
+					}
+					// The head and part of the body, then the connection ends.
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+					return
+				}
+			}()
+		}
+	}()
+	d := dlDeliverer(t, projector.DelivererConfig{AllowPrivateNetworks: true})
+	sub := dlSub("http://"+ln.Addr().String()+"/", subscriptions.Secret{Value: dlSecret(t)})
+	if o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1}); o.Kind != projector.Succeeded {
+		t.Fatalf("first delivery: %+v", o)
+	}
+	o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1})
+	if o.Kind != projector.Failed || o.Err != "connection closed before a response" {
+		t.Errorf("response cut short: %+v", o)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Errorf("the endpoint got %d requests, want 2 (the cut-short one not sent again)", n)
+	}
+}
+
 // A response whose header block is larger than the transport reads fails
 // the attempt with a clear error; the next attempt gets a new connection.
 func TestDeliverResponseHeadersTooLarge(t *testing.T) {
@@ -760,13 +811,13 @@ func TestDeliverResponseHeadersTooLarge(t *testing.T) {
 	big.Store(true)
 	rc := newDLReceiver(t, func(w http.ResponseWriter, r *http.Request) {
 		if big.Load() {
-			w.Header().Set("X-Padding", strings.Repeat("p", 9<<10))
+			w.Header().Set("X-Padding", strings.Repeat("p", 33<<10))
 		}
 	})
 	d := dlDeliverer(t, projector.DelivererConfig{AllowPrivateNetworks: true})
 	sub := dlSub(rc.URL, subscriptions.Secret{Value: dlSecret(t)})
-	if o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1}); o.Kind != projector.Failed || o.Err != "response headers over 8 KiB" {
-		t.Errorf("9 KiB header: %+v", o)
+	if o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1}); o.Kind != projector.Failed || o.Err != "response headers over 32 KiB" {
+		t.Errorf("33 KiB header: %+v", o)
 	}
 	big.Store(false)
 	if o := d.Deliver(context.Background(), projector.Request{Sub: sub, Event: dlEvent(), Attempt: 1}); o.Kind != projector.Succeeded {

@@ -9,11 +9,14 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/idna"
 )
 
 // The delivery transport: HTTP/1.1 over kept-alive connections, each carrying
@@ -28,12 +31,18 @@ import (
 // Endpoints get HTTP/1.1 (TLS with ALPN "http/1.1"), as from most webhook
 // senders; redirects are never followed (a 3xx is the outcome).
 
-// Buffer sizes of one connection. A response whose header block does not
-// fit in respHeaderMax fails the attempt ("response headers over 8 KiB").
+// Buffers of an exchange, pooled (an idle connection holds none). A
+// response whose header block does not fit in respHeaderMax fails the
+// attempt ("response headers over 32 KiB").
 const (
-	respHeaderMax   = 8 << 10
+	respHeaderMax   = 32 << 10
 	reqWriteBuffer  = 4 << 10
-	idleConnTimeout = 90 * time.Second
+	idleConnTimeout = 90 * time.Second // closed by a sweep every 30s, so idle 90-120s at most
+)
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, respHeaderMax) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, reqWriteBuffer) }}
 )
 
 // target is a subscription URL parsed once for the transport.
@@ -54,7 +63,11 @@ func parseTarget(raw string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &target{host: u.Host, requestURI: u.RequestURI(), serverName: u.Hostname()}
+	hostname, err := asciiHost(u.Hostname())
+	if err != nil {
+		return nil, err
+	}
+	t := &target{host: u.Host, requestURI: u.RequestURI(), serverName: hostname}
 	port := u.Port()
 	switch u.Scheme {
 	case "http":
@@ -76,19 +89,44 @@ func parseTarget(raw string) (*target, error) {
 		return nil, errors.New("credentials in the URL are not sent; use headers")
 	}
 	t.addr = net.JoinHostPort(t.serverName, port)
-	t.key = u.Scheme + "://" + t.addr
+	if t.serverName != u.Hostname() { // an internationalized name: its ASCII form everywhere
+		t.host = t.addr
+		if u.Port() == "" {
+			t.host = t.serverName
+		}
+	}
+	t.key = u.Scheme + "://" + strings.ToLower(t.addr)
 	return t, nil
+}
+
+// asciiHost is a host name in the form DNS and TLS want: an
+// internationalized name in its ASCII (punycode) form, as net/http sends it.
+func asciiHost(h string) (string, error) {
+	for i := 0; i < len(h); i++ {
+		if h[i] >= utf8.RuneSelf {
+			a, err := idna.Lookup.ToASCII(h)
+			if err != nil {
+				return "", fmt.Errorf("host %q: %w", h, err)
+			}
+			return a, nil
+		}
+	}
+	return h, nil
 }
 
 // conn is one kept-alive connection to an endpoint.
 type conn struct {
 	key   string
-	nc    net.Conn
-	br    *bufio.Reader
-	bw    *bufio.Writer
+	nc    net.Conn  // what requests are written to: raw, or TLS over raw
+	raw   net.Conn  // the TCP connection
 	used  bool      // has carried an exchange: it may have been closed by the endpoint since
 	since time.Time // idle since (in the pool)
 }
+
+// close closes the TCP connection. A TLS connection is not sent a
+// close_notify: that write has a deadline of its own, and an endpoint that
+// stopped reading would hold the attempt past its timeout.
+func (c *conn) close() { _ = c.raw.Close() }
 
 // connPool keeps idle connections per target key, most recently used last;
 // connections idle for idleConnTimeout are closed by a sweep.
@@ -129,7 +167,7 @@ func (p *connPool) put(c *conn) {
 	cs := p.idle[c.key]
 	if len(cs) >= p.maxPerKey {
 		p.mu.Unlock()
-		_ = c.nc.Close()
+		c.close()
 		return
 	}
 	if p.idle == nil {
@@ -172,7 +210,7 @@ func (p *connPool) sweepIdle() {
 	}
 	p.mu.Unlock()
 	for _, c := range stale {
-		_ = c.nc.Close()
+		c.close()
 	}
 }
 
@@ -188,49 +226,55 @@ func (p *connPool) closeIdle() {
 	p.mu.Unlock()
 	for _, cs := range idle {
 		for _, c := range cs {
-			_ = c.nc.Close()
+			c.close()
 		}
 	}
 }
 
 // attemptCtx ties the attempts of one delivery worker to their context: it
 // registers once per parent context (not per attempt) a function that closes
-// the connection of the attempt under way when the context ends. Only the
+// the connection of the attempt under way when that context ends. Only the
 // worker calls begin, use and close.
 type attemptCtx struct {
+	stop func() bool // the registration for parent
+
 	mu     sync.Mutex
 	parent context.Context
-	stop   func() bool
-	cur    net.Conn // the connection of the attempt under way
+	cur    *conn // the connection of the attempt under way
 }
 
 func (d *Deliverer) newAttemptCtx() *attemptCtx { return &attemptCtx{} }
 
-// begin readies an attempt under parent and returns parent.
-func (a *attemptCtx) begin(parent context.Context) context.Context {
-	if parent == a.parent {
-		return parent
+// begin readies an attempt under parent.
+func (a *attemptCtx) begin(parent context.Context) {
+	a.mu.Lock()
+	same := parent == a.parent
+	a.parent = parent
+	a.mu.Unlock()
+	if same {
+		return
 	}
 	if a.stop != nil {
 		a.stop()
 	}
-	a.parent = parent
-	a.stop = context.AfterFunc(parent, a.abort)
-	return parent
+	a.stop = context.AfterFunc(parent, func() { a.abort(parent) })
 }
 
-// use makes nc the connection of the attempt under way (nil: none).
-func (a *attemptCtx) use(nc net.Conn) {
+// use makes c the connection of the attempt under way (nil: none).
+func (a *attemptCtx) use(c *conn) {
 	a.mu.Lock()
-	a.cur = nc
+	a.cur = c
 	a.mu.Unlock()
 }
 
-func (a *attemptCtx) abort() {
+// abort closes the connection of the attempt under way if that attempt runs
+// under parent (a late call, for a parent the worker has left since, closes
+// nothing).
+func (a *attemptCtx) abort(parent context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.cur != nil {
-		_ = a.cur.Close()
+	if a.cur != nil && a.parent == parent {
+		a.cur.close()
 	}
 }
 
@@ -238,8 +282,11 @@ func (a *attemptCtx) abort() {
 func (a *attemptCtx) close() {
 	if a.stop != nil {
 		a.stop()
-		a.stop, a.parent = nil, nil
+		a.stop = nil
 	}
+	a.mu.Lock()
+	a.parent = nil
+	a.mu.Unlock()
 }
 
 // dial connects to t before deadline, checking the address with the URL
@@ -247,20 +294,20 @@ func (a *attemptCtx) close() {
 func (d *Deliverer) dial(ctx context.Context, t *target, deadline time.Time) (*conn, error) {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	nc, err := d.dialer.DialContext(ctx, "tcp", t.addr)
+	raw, err := d.dialer.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
 		return nil, err
 	}
+	c := &conn{key: t.key, nc: raw, raw: raw}
 	if t.tls {
-		cfg := d.tlsConfig(t.serverName)
-		tc := tls.Client(nc, cfg)
+		tc := tls.Client(raw, d.tlsConfig(t.serverName))
 		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = nc.Close()
+			c.close()
 			return nil, err
 		}
-		nc = tc
+		c.nc = tc
 	}
-	return &conn{key: t.key, nc: nc, br: bufio.NewReaderSize(nc, respHeaderMax), bw: bufio.NewWriterSize(nc, reqWriteBuffer)}, nil
+	return c, nil
 }
 
 // tlsConfig is the configured TLS settings (or the defaults) for one server
@@ -279,18 +326,22 @@ func (d *Deliverer) tlsConfig(serverName string) *tls.Config {
 
 // errRespHeaderTooLarge is an attempt whose response header block is over
 // respHeaderMax.
-var errRespHeaderTooLarge = errors.New("response headers over 8 KiB")
+var errRespHeaderTooLarge = errors.New("response headers over 32 KiB")
 
 // exchange sends req to t and reads the response into resp (its body up to
 // MaxResponseRead; a longer one is left unread and closes the connection),
-// on a pooled connection or a new one, before deadline. A pooled
-// connection that fails before any byte of the response (the endpoint
-// closed it while it was idle) is replaced by a new one once: the request
-// is sent again with the same webhook-id, which delivery at least once
-// allows. The error is ctx's when ctx ended meanwhile.
+// on a pooled connection or a new one, before deadline. A pooled connection
+// that fails before any byte of the response arrived (the endpoint closed it
+// while it was idle) is replaced by a new one, once: the request is sent
+// again with the same webhook-id, which delivery at least once allows. The
+// error is ctx's when ctx ended meanwhile.
 func (d *Deliverer) exchange(ctx context.Context, a *attemptCtx, t *target, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
+	fresh := false // after a stale pooled connection: dial
 	for {
-		c := d.pool.get(t.key)
+		var c *conn
+		if !fresh {
+			c = d.pool.get(t.key)
+		}
 		if c == nil {
 			var err error
 			if c, err = d.dial(ctx, t, deadline); err != nil {
@@ -309,7 +360,8 @@ func (d *Deliverer) exchange(ctx context.Context, a *attemptCtx, t *target, req 
 		}
 		var stale *staleError
 		if errors.As(err, &stale) {
-			if c.used && time.Now().Before(deadline) {
+			if c.used && !fresh && time.Now().Before(deadline) {
+				fresh = true
 				continue
 			}
 			err = stale.err
@@ -333,49 +385,65 @@ func staleErr(err error) error {
 	return &staleError{err}
 }
 
-// roundTrip is one exchange on c. It closes c on any error, or when either
-// side asked to; otherwise it returns c to the pool.
+// roundTrip is one exchange on c. It returns c to the pool when the
+// exchange completed and both sides keep the connection; otherwise it closes
+// c.
 func (d *Deliverer) roundTrip(ctx context.Context, a *attemptCtx, c *conn, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) (err error) {
 	keep := false
+	bw := writers.Get().(*bufio.Writer)
+	br := readers.Get().(*bufio.Reader)
+	bw.Reset(c.nc)
+	br.Reset(c.nc)
 	if a != nil {
-		a.use(c.nc)
-		defer a.use(nil)
+		a.use(c)
 	}
 	defer func() {
-		if keep {
+		if a != nil {
+			a.use(nil) // before c can be pooled: no abort closes it afterwards
+		}
+		// Bytes after the response: the endpoint is out of step.
+		if keep && br.Buffered() == 0 && ctx.Err() == nil {
 			d.pool.put(c)
 		} else {
-			_ = c.nc.Close()
+			c.close()
 		}
+		bw.Reset(nil)
+		br.Reset(nil)
+		writers.Put(bw)
+		readers.Put(br)
 	}()
 	if err := ctx.Err(); err != nil { // ended before a.use: no abort closes c
 		return err
 	}
-	if c.br.Buffered() > 0 { // bytes after the last response: out of step
-		return staleErr(errors.New("unexpected data on an idle connection"))
-	}
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return staleErr(err)
 	}
-	if err := req.Write(c.bw); err != nil {
+	if err := req.Write(bw); err != nil {
 		return staleErr(err)
 	}
-	if err := c.bw.Flush(); err != nil {
+	if err := bw.Flush(); err != nil {
 		return staleErr(err)
 	}
-	err = resp.ReadLimitBody(c.br, MaxResponseRead)
+	// The first byte of the response, on its own: a connection that fails
+	// before it is stale; after it, every error is the attempt's (fasthttp
+	// reports a response cut short as io.EOF too).
+	if _, err := br.Peek(1); err != nil {
+		return staleErr(err)
+	}
+	err = resp.ReadLimitBody(br, MaxResponseRead)
 	switch {
 	case err == nil:
-		keep = !resp.ConnectionClose() && !req.ConnectionClose()
+		keep = resp.StatusCode() >= 200 && !resp.ConnectionClose() && !req.ConnectionClose()
 		return nil
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		return nil // the status line and headers were read: they are the outcome
-	case errors.Is(err, io.EOF):
-		return staleErr(io.EOF)
 	}
 	var small *fasthttp.ErrSmallBuffer
 	if errors.As(err, &small) {
 		return errRespHeaderTooLarge
+	}
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF // "connection closed before a response"
 	}
 	return err
 }

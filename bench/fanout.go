@@ -419,49 +419,55 @@ func rawPosts(ctx context.Context, url string, bodies [][]byte, copies, workers 
 	tr := &http.Transport{MaxIdleConnsPerHost: workers, MaxIdleConns: workers, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
-	var (
-		next     atomic.Int64
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
-	total := int64(len(bodies) * copies)
-	start := time.Now()
-	for range workers {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := next.Add(1) - 1
-				if i >= total {
-					return
-				}
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(bodies[i%int64(len(bodies))]))
-				req.Header.Set("content-type", "application/json")
-				resp, err := client.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("receiver answered %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
+	return postAll(ctx, bodies, copies, workers, func() (func([]byte) error, func()) {
+		return func(body []byte) error {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+			req.Header.Set("content-type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	return tally{events: total, elapsed: time.Since(start)}, firstErr
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			return okStatus(resp.StatusCode)
+		}, func() {}
+	})
 }
 
 // rawFastPosts is rawPosts with fasthttp's client.
 func rawFastPosts(ctx context.Context, url string, bodies [][]byte, copies, workers int) (tally, error) {
 	client := &fasthttp.Client{MaxConnsPerHost: workers, NoDefaultUserAgentHeader: true, DisableHeaderNamesNormalizing: true}
 	defer client.CloseIdleConnections()
+	return postAll(ctx, bodies, copies, workers, func() (func([]byte) error, func()) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		return func(body []byte) error {
+				req.Reset()
+				req.SetRequestURI(url)
+				req.Header.SetMethod(fasthttp.MethodPost)
+				req.Header.SetContentType("application/json")
+				req.SetBodyRaw(body)
+				if err := client.DoTimeout(req, resp, time.Minute); err != nil {
+					return err
+				}
+				return okStatus(resp.StatusCode())
+			}, func() {
+				fasthttp.ReleaseRequest(req)
+				fasthttp.ReleaseResponse(resp)
+			}
+	})
+}
+
+func okStatus(code int) error {
+	if code != http.StatusOK {
+		return fmt.Errorf("receiver answered %d", code)
+	}
+	return nil
+}
+
+// postAll sends every body copies times from workers goroutines, each with
+// the poster newPoster gives it (and its release), until all are sent or one
+// fails.
+func postAll(ctx context.Context, bodies [][]byte, copies, workers int, newPoster func() (post func([]byte) error, release func())) (tally, error) {
 	var (
 		next     atomic.Int64
 		wg       sync.WaitGroup
@@ -472,26 +478,14 @@ func rawFastPosts(ctx context.Context, url string, bodies [][]byte, copies, work
 	start := time.Now()
 	for range workers {
 		wg.Go(func() {
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer func() {
-				fasthttp.ReleaseRequest(req)
-				fasthttp.ReleaseResponse(resp)
-			}()
+			post, release := newPoster()
+			defer release()
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
 				if i >= total {
 					return
 				}
-				req.Reset()
-				req.SetRequestURI(url)
-				req.Header.SetMethod(fasthttp.MethodPost)
-				req.Header.SetContentType("application/json")
-				req.SetBodyRaw(bodies[i%int64(len(bodies))])
-				err := client.DoTimeout(req, resp, time.Minute)
-				if err == nil && resp.StatusCode() != http.StatusOK {
-					err = fmt.Errorf("receiver answered %d", resp.StatusCode())
-				}
-				if err != nil {
+				if err := post(bodies[i%int64(len(bodies))]); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}

@@ -168,7 +168,7 @@ func (s *Store) appendNext(ctx context.Context, p eventstore.AppendParams, last 
 		if len(e.Metadata) > 0 {
 			meta = e.Metadata
 		}
-		rows, err = s.pool.Query(ctx, s.q.appendNext1, p.Stream, last+1, e.ID, e.Type, e.Tenant, e.Data, meta)
+		rows, err = s.pool.Query(ctx, s.q.appendNext1, p.Stream, last+1, [16]byte(e.ID), e.Type, e.Tenant, e.Data, meta)
 	} else {
 		a := appendArgs(p)
 		rows, err = s.pool.Query(ctx, s.q.appendNextN, p.Stream, last, a[3], a[4], a[5], a[6], a[7])
@@ -237,7 +237,9 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, p eventstore.AppendPara
 // appendArgs are the parameters of append_events for a validated p.
 func appendArgs(p eventstore.AppendParams) []any {
 	n := len(p.Events)
-	ids := make([]uuid.UUID, n)
+	// [16]byte, not uuid.UUID: pgx encodes it in binary directly, while a
+	// uuid.UUID goes through its driver.Valuer, a string parsed back.
+	ids := make([][16]byte, n)
 	types := make([]string, n)
 	tenants := make([]string, n)
 	data := make([]json.RawMessage, n)

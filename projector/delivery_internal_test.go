@@ -2,6 +2,7 @@ package projector
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -188,4 +189,45 @@ func TestConnPoolSweepsIdle(t *testing.T) {
 	if got := p.get("http://a:80"); got != nil {
 		t.Errorf("get = %p, want none left", got)
 	}
+}
+
+// TestAttemptCtxAbortsOnlyItsOwnAttempt: cancelling the parent context closes
+// the connection of the attempt under way; a late abort for a parent the
+// worker has left (a cancelled replay, the worker now on route work) closes
+// nothing; after close, nothing is registered.
+func TestAttemptCtxAbortsOnlyItsOwnAttempt(t *testing.T) {
+	t.Parallel()
+	pipe := func() (*conn, net.Conn) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+		return &conn{nc: a, raw: a}, b
+	}
+	closed := func(peer net.Conn, within time.Duration) bool {
+		_ = peer.SetReadDeadline(time.Now().Add(within))
+		_, err := peer.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF)
+	}
+	a := (&Deliverer{}).newAttemptCtx()
+	defer a.close()
+
+	replay, cancelReplay := context.WithCancel(context.Background())
+	c1, peer1 := pipe()
+	a.begin(replay)
+	a.use(c1)
+	cancelReplay()
+	if !closed(peer1, 5*time.Second) { // abort runs in its own goroutine
+		t.Fatal("cancelling the attempt's context left its connection open")
+	}
+	a.use(nil)
+
+	route, cancelRoute := context.WithCancel(context.Background())
+	defer cancelRoute()
+	c2, peer2 := pipe()
+	a.begin(route)
+	a.use(c2)
+	a.abort(replay) // late: the worker has moved on
+	if closed(peer2, 200*time.Millisecond) {
+		t.Fatal("a late abort for another context closed the attempt's connection")
+	}
+	a.use(nil)
 }

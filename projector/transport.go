@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -51,7 +50,7 @@ type target struct {
 	addr       string // host:port to dial
 	tls        bool
 	serverName string // for SNI and certificate verification
-	host       string // the Host header: the URL's host as written
+	host       string // the Host header: the URL's host as written (a name in its ASCII form)
 	requestURI string // path?query as sent
 }
 
@@ -133,11 +132,10 @@ func (c *conn) close() { _ = c.raw.Close() }
 type connPool struct {
 	maxPerKey int
 
-	mu     sync.Mutex
-	idle   map[string][]*conn
-	n      int // idle connections in all
-	sweep  *time.Timer
-	closed atomic.Bool
+	mu    sync.Mutex
+	idle  map[string][]*conn
+	n     int // idle connections in all
+	sweep *time.Timer
 }
 
 // get takes the most recently used idle connection to key, or nil.

@@ -155,69 +155,50 @@ func RunFanout(ctx context.Context, o FanoutOptions) (results []Result, err erro
 		}
 	}
 	workers := o.Subscriptions * o.MaxInFlight
-	var raw, fast, proj tally
-	var cpuRaw, cpuFast, cpuProj time.Duration
+	var raw, fast, proj side
 	for round := 1; round <= o.Rounds; round++ {
 		fmt.Fprintf(o.Progress, "fanout round %d/%d: raw baseline, %d bodies x %d copies, %d clients...\n", round, o.Rounds, len(bodies), o.Subscriptions, workers)
-		c0 := cpuTime()
-		var t tally
-		// The labels split a --cpuprofile by side: go tool pprof
-		// -tagfocus side=hooklog (the receiver's goroutines carry none).
-		pprof.Do(ctx, pprof.Labels("side", "raw"), func(ctx context.Context) {
-			t, err = rawPosts(ctx, rcv.url, bodies, o.Subscriptions, workers)
-		})
-		if err != nil {
+		if err := raw.run(ctx, "raw", func(ctx context.Context) (tally, error) {
+			return rawPosts(ctx, rcv.url, bodies, o.Subscriptions, workers)
+		}); err != nil {
 			return nil, fmt.Errorf("bench: raw baseline: %w", err)
 		}
-		cpuRaw += cpuTime() - c0
-		raw.events += t.events
-		raw.elapsed += t.elapsed
-		fmt.Fprintf(o.Progress, "  raw: %s\n", postsText(t.rate()))
+		fmt.Fprintf(o.Progress, "  raw: %s\n", postsText(raw.last.rate()))
 
 		// The reference: plain POSTs written and read with fasthttp, whose
 		// codec hooklog's transport uses, so the ratio to it is what
 		// hooklog's own work (store, attempt log, signing, routing) costs.
 		fmt.Fprintf(o.Progress, "fanout round %d/%d: reference, the same POSTs with fasthttp's client...\n", round, o.Rounds)
-		c0 = cpuTime()
-		pprof.Do(ctx, pprof.Labels("side", "raw-fasthttp"), func(ctx context.Context) {
-			t, err = rawFastPosts(ctx, rcv.url, bodies, o.Subscriptions, workers)
-		})
-		if err != nil {
+		if err := fast.run(ctx, "raw-fasthttp", func(ctx context.Context) (tally, error) {
+			return rawFastPosts(ctx, rcv.url, bodies, o.Subscriptions, workers)
+		}); err != nil {
 			return nil, fmt.Errorf("bench: reference: %w", err)
 		}
-		cpuFast += cpuTime() - c0
-		fast.events += t.events
-		fast.elapsed += t.elapsed
-		fmt.Fprintf(o.Progress, "  raw, fasthttp: %s\n", postsText(t.rate()))
+		fmt.Fprintf(o.Progress, "  raw, fasthttp: %s\n", postsText(fast.last.rate()))
 
 		fmt.Fprintf(o.Progress, "fanout round %d/%d: hooklog, %d events x %d subscriptions on %s...\n", round, o.Rounds, o.Events, o.Subscriptions, o.Driver)
-		c0 = cpuTime()
-		pprof.Do(ctx, pprof.Labels("side", "hooklog"), func(ctx context.Context) {
-			t, err = projectorFanout(ctx, o, opener, rcv)
-		})
-		if err != nil {
+		if err := proj.run(ctx, "hooklog", func(ctx context.Context) (tally, error) {
+			return projectorFanout(ctx, o, opener, rcv)
+		}); err != nil {
 			return nil, err
 		}
-		cpuProj += cpuTime() - c0
-		proj.events += t.events
-		proj.elapsed += t.elapsed
-		fmt.Fprintf(o.Progress, "  hooklog: %s\n", deliveriesText(t.rate()))
+		fmt.Fprintf(o.Progress, "  hooklog: %s\n", deliveriesText(proj.last.rate()))
 	}
-	ratio := proj.rate() / raw.rate()
+	ratio := proj.total.rate() / raw.total.rate()
 	results = append(results, Result{
 		Driver: o.Driver, Scenario: fmt.Sprintf("fan-out %d events x %d subscriptions", o.Events, o.Subscriptions),
-		Value: proj.rate(), Text: deliveriesText(proj.rate()),
+		Value: proj.total.rate(), Text: deliveriesText(proj.total.rate()),
 		Baseline:      fmt.Sprintf("plain net/http POSTs of the same bodies to the same receiver, %d clients (%d subscriptions x max_in_flight %d)", workers, o.Subscriptions, o.MaxInFlight),
-		BaselineValue: raw.rate(), BaselineText: postsText(raw.rate()), Ratio: ratio, Target: ">= 0.70 of baseline", Met: ptr(ratio >= 0.7),
+		BaselineValue: raw.total.rate(), BaselineText: postsText(raw.total.rate()), Ratio: ratio, Target: ">= 0.70 of baseline", Met: ptr(ratio >= 0.7),
 		Note: fmt.Sprintf("CPU per delivery %.1f µs (hooklog) vs %.1f µs per raw POST; receiver in the same process; %d rounds",
-			float64(cpuProj.Microseconds())/float64(proj.events), float64(cpuRaw.Microseconds())/float64(raw.events), o.Rounds),
+			proj.cpuPer(), raw.cpuPer(), o.Rounds),
 	}, Result{
 		Driver: o.Driver, Scenario: fmt.Sprintf("fan-out %d events x %d subscriptions, vs the same transport (reference)", o.Events, o.Subscriptions),
-		Value: proj.rate(), Text: deliveriesText(proj.rate()),
+		Value: proj.total.rate(), Text: deliveriesText(proj.total.rate()),
 		Baseline:      "plain POSTs of the same bodies with fasthttp's client (hooklog's transport writes and reads HTTP with fasthttp's codec): the ratio is the cost of hooklog's own work",
-		BaselineValue: fast.rate(), BaselineText: postsText(fast.rate()), Ratio: proj.rate() / fast.rate(), Target: "- (reference)",
+		BaselineValue: fast.total.rate(), BaselineText: postsText(fast.total.rate()), Ratio: proj.total.rate() / fast.total.rate(), Target: "- (reference)",
 		Note: fmt.Sprintf("CPU per delivery %.1f µs (hooklog) vs %.1f µs per raw fasthttp POST",
-			float64(cpuProj.Microseconds())/float64(proj.events), float64(cpuFast.Microseconds())/float64(fast.events)),
+			proj.cpuPer(), fast.cpuPer()),
 	})
 
 	if o.LatencyRate > 0 {
@@ -229,6 +210,35 @@ func RunFanout(ctx context.Context, o FanoutOptions) (results []Result, err erro
 		results = append(results, r)
 	}
 	return results, nil
+}
+
+// side is one side of the fan-out comparison over the rounds: its tally and
+// CPU time in all, and its last round's tally.
+type side struct {
+	total, last tally
+	cpu         time.Duration
+}
+
+// run runs one round of the side under a pprof label (go tool pprof
+// -tagfocus side=<label> shows one side; the receiver's goroutines carry
+// none) and adds it up.
+func (s *side) run(ctx context.Context, label string, f func(context.Context) (tally, error)) (err error) {
+	c0 := cpuTime()
+	pprof.Do(ctx, pprof.Labels("side", label), func(ctx context.Context) {
+		s.last, err = f(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	s.cpu += cpuTime() - c0
+	s.total.events += s.last.events
+	s.total.elapsed += s.last.elapsed
+	return nil
+}
+
+// cpuPer is the side's CPU time per event (delivery or POST), in µs.
+func (s *side) cpuPer() float64 {
+	return float64(s.cpu.Microseconds()) / float64(s.total.events)
 }
 
 func deliveriesText(v float64) string {

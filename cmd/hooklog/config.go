@@ -56,6 +56,7 @@ var keys = []keySpec{
 	{"store.postgres.url", "", kindString, "PostgreSQL connection URL (required for store.driver=postgres and esdb)"},
 	{"store.postgres.schema", "hooklog", kindString, "PostgreSQL schema holding hooklog's tables"},
 	{"store.postgres.max_conns", "0", kindInt, "PostgreSQL pool size; 0 = the driver's default"},
+	{"store.postgres.append_groups", "0", kindInt, "single-event appends grouped into at most this many statements at once; 0 = 2, negative = no grouping"},
 	{"store.esdb.url", "", kindString, "KurrentDB/EventStoreDB connection string (store.driver=esdb)"},
 	{"auth.admin_key", "", kindString, "admin API key; empty = generate one on first start and print it"},
 	{"delivery.allow_private_networks", "false", kindBool, "allow webhook targets on loopback/private networks"},
@@ -93,9 +94,10 @@ type config struct {
 		Driver   string
 		Path     string
 		Postgres struct {
-			URL      string
-			Schema   string
-			MaxConns int32
+			URL          string
+			Schema       string
+			MaxConns     int32
+			AppendGroups int
 		}
 		ESDB struct {
 			URL string
@@ -301,6 +303,7 @@ func decode(v *viper.Viper) (*config, error) {
 	c.Store.Postgres.URL = str("store.postgres.url")
 	c.Store.Postgres.Schema = str("store.postgres.schema")
 	c.Store.Postgres.MaxConns = int32(vals["store.postgres.max_conns"].(int64))
+	c.Store.Postgres.AppendGroups = int(vals["store.postgres.append_groups"].(int64))
 	c.Store.ESDB.URL = str("store.esdb.url")
 	c.Auth.AdminKey = str("auth.admin_key")
 	c.Delivery.AllowPrivateNetworks = vals["delivery.allow_private_networks"].(bool)

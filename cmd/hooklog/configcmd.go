@@ -57,6 +57,7 @@ func (c *config) effective() [][2]string {
 		"store.postgres.url":               q(redactURL(c.Store.Postgres.URL)),
 		"store.postgres.schema":            c.Store.Postgres.Schema,
 		"store.postgres.max_conns":         fmt.Sprint(c.Store.Postgres.MaxConns),
+		"store.postgres.append_groups":     fmt.Sprint(c.Store.Postgres.AppendGroups),
 		"store.esdb.url":                   q(redactURL(c.Store.ESDB.URL)),
 		"auth.admin_key":                   secret(c.Auth.AdminKey),
 		"delivery.allow_private_networks":  fmt.Sprint(c.Delivery.AllowPrivateNetworks),

@@ -17,9 +17,10 @@ func openStore(ctx context.Context, cfg *config, log *slog.Logger) (eventstore.S
 	switch cfg.Store.Driver {
 	case "postgres":
 		s, err := postgres.Open(ctx, postgres.Config{
-			URL:      cfg.Store.Postgres.URL,
-			Schema:   cfg.Store.Postgres.Schema,
-			MaxConns: cfg.Store.Postgres.MaxConns,
+			URL:          cfg.Store.Postgres.URL,
+			Schema:       cfg.Store.Postgres.Schema,
+			MaxConns:     cfg.Store.Postgres.MaxConns,
+			AppendGroups: cfg.Store.Postgres.AppendGroups,
 		})
 		if err != nil {
 			return nil, err

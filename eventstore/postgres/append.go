@@ -45,7 +45,11 @@ func (s *Store) Append(ctx context.Context, p eventstore.AppendParams) (eventsto
 	last, ok := s.knownNext(p)
 	defer s.appendDone(p.Stream)
 	if ok {
-		res, err = s.appendNext(ctx, p, last)
+		if len(p.Events) == 1 && s.group != nil {
+			res, err = s.appendGrouped(ctx, p, last)
+		} else {
+			res, err = s.appendNext(ctx, p, last)
+		}
 		if err != nil && !errors.Is(err, errSlowPath) {
 			s.forgetVersion(p.Stream) // moved on (or an id conflict): ask the database
 		}

@@ -22,6 +22,11 @@ type Config struct {
 	// PollInterval is how often the watcher re-reads the visible head when no
 	// notification arrives. Default 100ms.
 	PollInterval time.Duration
+	// AppendGroups is how many group statements of single-event Appends run
+	// at once (see group.go): Appends that arrive while all of them are busy
+	// share the next one, and its transaction. Default 0: DefaultAppendGroups.
+	// Negative: every Append is its own statement.
+	AppendGroups int
 }
 
 // Defaults.
@@ -39,6 +44,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
+	}
+	if c.AppendGroups == 0 {
+		c.AppendGroups = DefaultAppendGroups
 	}
 	return c
 }

@@ -58,6 +58,12 @@
 // next version exists and the INSERT fails on the (stream, version) key; the
 // Store forgets the stream and append_events answers.
 //
+// Single-event Appends on that path are group-committed (group.go): at most
+// Config.AppendGroups statements of them run at once, and the ones that
+// arrive while all are busy share the next statement and its transaction,
+// each with its own stream lock, version and answer. A group whose statement
+// fails commits nothing, and its Appends then run one by one.
+//
 // # Wait, LISTEN/NOTIFY and polling
 //
 // Each Store runs one watcher goroutine that owns an eventstore.HeadWatch and

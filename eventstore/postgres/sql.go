@@ -19,6 +19,7 @@ type sqlText struct {
 	appendFast  string
 	appendNext1 string // appendNext for a single event
 	appendNextN string
+	appendGroup string // single-event Appends to different streams, grouped (group.go)
 	head        string
 	positionAt  string
 	readAll     string // no filter
@@ -115,6 +116,25 @@ func newSQLText(schema string) sqlText {
 			       WITH ORDINALITY AS u(id, type, tenant, data, metadata, ord)
 			 ORDER BY u.ord
 			RETURNING e.txid, e.seq, e.version`),
+		// Grouped single-event Appends (group.go), one per stream: $1 the
+		// streams, $2 the versions to write, then the events' columns. Each
+		// stream's lock is tried as in appendNext1, and all of them before
+		// the transaction id is taken (the aggregate in x reads every row of
+		// u first), so that, as there, the id is larger than each stream's
+		// previous appender's. An event whose lock is busy is left out. The
+		// snapshot xmin is taken once, before the rows' clock_timestamp().
+		appendGroup: r.Replace(`WITH u AS MATERIALIZED (
+				SELECT u.*, pg_try_advisory_xact_lock(hashtextextended('hooklog.stream.{{schema}}.' || u.stream, 0)) AS ok
+				  FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+				       AS u(stream, version, id, type, tenant, data, metadata)
+			), x AS MATERIALIZED (
+				SELECT pg_current_xact_id()::text::bigint AS txid, {{horizon}} AS xmin
+				  FROM (SELECT bool_or(ok) AS any FROM u) AS a WHERE a.any
+			)
+			INSERT INTO {{schema}}.events AS e (txid, xmin_at_insert, id, stream, version, type, tenant, data, metadata)
+			SELECT x.txid, x.xmin, u.id, u.stream, u.version, u.type, u.tenant, u.data, u.metadata
+			  FROM x, u WHERE u.ok
+			RETURNING e.id, e.txid, e.seq, e.version`),
 		head: r.Replace(`SELECT h.txid, h.seq, p.txid, p.seq FROM (SELECT 1) AS one
 			LEFT JOIN LATERAL (` + headSQL + `) AS h ON true
 			LEFT JOIN LATERAL (` + pendingSQL + `) AS p ON true`),

@@ -37,6 +37,7 @@ type Store struct {
 	verMu    sync.Mutex
 	versions map[string]int64 // stream -> last version committed by Append (a lower bound)
 	inflight map[string]int   // stream -> Appends of this Store running on it
+	group    *appendGroup     // nil: Config.AppendGroups < 0
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -76,6 +77,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		self:       uuid.NewString(),
 		localKick:  make(chan struct{}, 1),
 		remoteKick: make(chan struct{}, 1),
+	}
+	if cfg.AppendGroups > 0 {
+		s.group = &appendGroup{max: cfg.AppendGroups}
 	}
 	head, err := s.Head(ctx)
 	if err != nil {

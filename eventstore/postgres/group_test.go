@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/hooklog/hooklog/eventstore"
 	"github.com/hooklog/hooklog/eventstore/postgres"
@@ -169,10 +172,11 @@ func TestGroupedAppendsShareATransaction(t *testing.T) {
 	}
 }
 
-// A group whose statement fails (here: one member's remembered version is
-// stale, another's id is already in the log, a third's data is JSON that
-// jsonb refuses) commits nothing, and every member then runs alone and gets
-// its own answer: one member's error is not the others'.
+// A group whose statement fails commits nothing, and every member then runs
+// alone and gets its own answer: one member's error is not the others'.
+// First one member's remembered version is stale and another's id is already
+// in the log (errors Append retries on its own); then a member's row is
+// refused by a trigger (an error no retry cures).
 func TestGroupFailureAnswersEachAppend(t *testing.T) {
 	ctx := ctxFor(t)
 	schema := pgtest.Schema(t)
@@ -190,6 +194,16 @@ func TestGroupFailureAnswersEachAppend(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	appendOne(ctx, t, s, "poison")
+	q := pgx.Identifier{schema}.Sanitize()
+	if _, err := s.Pool().Exec(ctx, `CREATE FUNCTION `+q+`.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.type = 'test.poison' THEN RAISE EXCEPTION 'poisoned event'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER poison BEFORE INSERT ON `+q+`.events FOR EACH ROW EXECUTE FUNCTION `+q+`.poison()`); err != nil {
+		t.Fatal(err)
+	}
 	release := occupySlot(ctx, t, s)
 	evs := make([]eventstore.ProposedEvent, n)
 	outs := make([]<-chan groupResult, n)
@@ -200,10 +214,6 @@ func TestGroupFailureAnswersEachAppend(t *testing.T) {
 	staleEv := event("test.stale")
 	staleOut := appendQueued(ctx, t, s, "stale", staleEv)
 	dupOut := appendQueued(ctx, t, s, "dup", dupEv)
-	appendOne(ctx, t, s, "poison")
-	poisonEv := event("test.poison")
-	poisonEv.Data = []byte(`{"k":"\u0000"}`) // valid JSON; jsonb has no NUL
-	poisonOut := appendQueued(ctx, t, s, "poison", poisonEv)
 	release()
 
 	for i, out := range outs {
@@ -219,9 +229,6 @@ func TestGroupFailureAnswersEachAppend(t *testing.T) {
 	if r.err != nil || !r.res.Duplicate || r.res.Events[0].Position != first.Events[0].Position {
 		t.Fatalf("re-append of an id in the log: %+v, %v; want a duplicate at %s", r.res, r.err, first.Events[0].Position)
 	}
-	if r := <-poisonOut; r.err == nil {
-		t.Fatalf("append of data jsonb refuses: %+v, want an error", r.res)
-	}
 	log := positionsIn(ctx, t, s)
 	for _, ev := range append(evs, staleEv) {
 		if _, ok := log[ev.ID]; !ok {
@@ -233,6 +240,35 @@ func TestGroupFailureAnswersEachAppend(t *testing.T) {
 	// slot (slot-holder rolled back).
 	if got, want := len(log), 2*n+3+1+1+2; got != want {
 		t.Fatalf("the log holds %d events, want %d", got, want)
+	}
+
+	// A member whose row fails with an error no retry cures: the others
+	// still commit.
+	release = occupySlot(ctx, t, s)
+	for i := range n {
+		evs[i] = event("test.grouped")
+		outs[i] = appendQueued(ctx, t, s, fmt.Sprintf("f-%d", i), evs[i])
+	}
+	poisonEv := event("test.poison")
+	poisonOut := appendQueued(ctx, t, s, "poison", poisonEv)
+	release()
+	for i, out := range outs {
+		r := <-out
+		if r.err != nil || r.res.Events[0].ID != evs[i].ID || r.res.Events[0].Version != 2 {
+			t.Fatalf("append %d in the group with a refused row: %+v, %v; want version 2 of its stream", i, r.res, r.err)
+		}
+	}
+	if r := <-poisonOut; r.err == nil || !strings.Contains(r.err.Error(), "poisoned event") {
+		t.Fatalf("append of a row the trigger refuses: %+v, %v; want the trigger's error", r.res, r.err)
+	}
+	log = positionsIn(ctx, t, s)
+	if _, ok := log[poisonEv.ID]; ok {
+		t.Fatal("the refused row is in the log")
+	}
+	for _, ev := range evs {
+		if _, ok := log[ev.ID]; !ok {
+			t.Fatalf("event %s is not in the log", ev.ID)
+		}
 	}
 }
 

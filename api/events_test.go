@@ -227,6 +227,7 @@ func TestAppendRejections(t *testing.T) {
 		// every backend) refuses.
 		{"data invalid utf-8", "s", "", ev("\"type\":\"a.b\",\"data\":{\"a\":\"\xff\"}"), 400, "events[0].data"},
 		{"data lone surrogate", "s", "", ev(`"type":"a.b","data":{"a":"\ud800"}`), 400, "events[0].data"},
+		{"data NUL escape", "s", "", ev(`"type":"a.b","data":{"a":"\u0000"}`), 400, "events[0].data"},
 		{"metadata array", "s", "", ev(`"type":"a.b","data":{},"metadata":[]`), 400, "events[0].metadata"},
 		{"id not uuid", "s", "", ev(`"id":"order-1","type":"a.b","data":{}`), 400, "events[0].id"},
 		{"id nil uuid", "s", "", ev(`"id":"00000000-0000-0000-0000-000000000000","type":"a.b","data":{}`), 400, "events[0].id"},

@@ -245,13 +245,34 @@ func (p *AppendParams) Validate() error {
 //
 // It accepts a subset of what encoding/json's Valid accepts: RFC 8259 JSON
 // whose strings are valid UTF-8 and whose escapes are valid Unicode (no lone
-// surrogate), which is also what PostgreSQL's jsonb takes, so every backend
-// stores the same data. Duplicate member names are allowed, as in
+// surrogate) other than \u0000, which is also what PostgreSQL's jsonb takes,
+// so every backend stores the same data. Duplicate member names are allowed, as in
 // encoding/json and jsonb. The validator is encoding/json/v2's jsontext,
 // about four times faster than json.Valid, and every append runs it on
 // every event.
 func IsJSONObject(b json.RawMessage) bool {
-	return opensObject(b) && ValidJSON(b)
+	return opensObject(b) && ValidJSON(b) && !hasNULEscape(b)
+}
+
+// hasNULEscape reports whether b, valid JSON, holds a \u0000 escape, which
+// jsonb refuses (PostgreSQL's text cannot hold NUL). In valid JSON a
+// backslash only occurs in strings, and starts an escape when an even number
+// of backslashes precede it.
+func hasNULEscape(b []byte) bool {
+	for {
+		i := bytes.Index(b, []byte(`\u0000`))
+		if i < 0 {
+			return false
+		}
+		n := 0
+		for j := i - 1; j >= 0 && b[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 0 {
+			return true
+		}
+		b = b[i+1:]
+	}
 }
 
 // opensObject reports whether b's first byte after JSON whitespace is '{'.
@@ -274,6 +295,9 @@ func notObject(b []byte) string {
 		if _, err = d.ReadToken(); err == nil {
 			return "must be a JSON object: more data follows the object"
 		}
+		if hasNULEscape(b) {
+			return `must be a JSON object without \u0000 in its strings (PostgreSQL cannot store NUL)`
+		}
 	}
 	if err == nil || err == io.EOF {
 		return "must be a JSON object" // not reached: IsJSONObject refused b
@@ -281,7 +305,8 @@ func notObject(b []byte) string {
 	return "must be a JSON object: " + strings.TrimPrefix(err.Error(), "jsontext: ")
 }
 
-// ValidJSON reports whether b is one valid JSON value by IsJSONObject's rules.
+// ValidJSON reports whether b is one valid JSON value by IsJSONObject's rules,
+// \u0000 escapes aside (events stored before they were refused still go out).
 func ValidJSON(b []byte) bool {
 	return jsontext.Value(b).IsValid(allowDuplicateNames)
 }

@@ -120,6 +120,8 @@ func TestValidate(t *testing.T) {
 		{"type one segment", eventstore.AppendParams{Stream: "s", Events: with(func(e *eventstore.ProposedEvent) { e.Type = "order" })}, []string{"events[1].type"}},
 		{"type too long", eventstore.AppendParams{Stream: "s", Events: with(func(e *eventstore.ProposedEvent) { e.Type = "a." + strings.Repeat("b", 199) })}, []string{"events[1].type"}},
 		{"data array", eventstore.AppendParams{Stream: "s", Events: with(func(e *eventstore.ProposedEvent) { e.Data = []byte(`[]`) })}, []string{"events[1].data"}},
+		{"data NUL escape", eventstore.AppendParams{Stream: "s", Events: with(func(e *eventstore.ProposedEvent) { e.Data = []byte(`{"a":"x\\\u0000"}`) })}, []string{"events[1].data"}},
+		{"metadata NUL escape in a name", eventstore.AppendParams{Stream: "s", Events: with(func(e *eventstore.ProposedEvent) { e.Metadata = []byte(`{"\u0000":1}`) })}, []string{"events[1].metadata"}},
 		{"data two objects", eventstore.AppendParams{Stream: "s", Events: with(func(e *eventstore.ProposedEvent) { e.Data = []byte(`{} {}`) })}, []string{"events[1].data"}},
 		{"metadata string", eventstore.AppendParams{Stream: "s", Events: with(func(e *eventstore.ProposedEvent) { e.Metadata = []byte(`"x"`) })}, []string{"events[1].metadata"}},
 		{"tenant", eventstore.AppendParams{Stream: "s", Events: with(func(e *eventstore.ProposedEvent) { e.Tenant = "-x" })}, []string{"events[1].tenant"}},
@@ -155,6 +157,30 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// A backslash before u0000 that is itself escaped is text, not a NUL.
+func TestIsJSONObjectNUL(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want bool
+	}{
+		{`{"a":"\u0000"}`, false},
+		{`{"a":"x\\\u0000"}`, false},
+		{`{"a":"\\u0000"}`, true},
+		{`{"a":"\\\\u0000"}`, true},
+		{`{"a":"\\u0000","b":"\u0000"}`, false},
+		{`{"a":"\u00000"}`, false},
+		{`{"a":"\u0001"}`, true},
+	} {
+		if got := eventstore.IsJSONObject([]byte(c.in)); got != c.want {
+			t.Errorf("IsJSONObject(%s) = %v, want %v", c.in, got, c.want)
+		}
+	}
+	err := (&eventstore.AppendParams{Stream: "s", Events: []eventstore.ProposedEvent{{Type: "a.b", Data: []byte(`{"a":"\u0000"}`)}}}).Validate()
+	if err == nil || !strings.Contains(err.Error(), `\u0000`) {
+		t.Errorf("Validate: %v, want an error that names \\u0000", err)
+	}
+}
+
 func TestValidateFillsIn(t *testing.T) {
 	given := uuid.Must(uuid.NewRandom())
 	p := eventstore.AppendParams{Stream: "order-1:x.y_z", Events: []eventstore.ProposedEvent{
@@ -181,8 +207,8 @@ func TestValidateFillsIn(t *testing.T) {
 // FuzzIsJSONObject holds the object check to encoding/json's rules narrowed
 // to what PostgreSQL's jsonb also takes: everything it accepts, json.Valid
 // accepts too, and it turns down nothing json.Valid accepts unless the
-// input has invalid UTF-8 or a \uD800-\uDFFF escape (which may be a lone
-// surrogate). Run it longer with
+// input has invalid UTF-8, a \uD800-\uDFFF escape (which may be a lone
+// surrogate) or a \u0000 escape. Run it longer with
 // go test ./eventstore -run '^$' -fuzz FuzzIsJSONObject -fuzztime 1m.
 func FuzzIsJSONObject(f *testing.F) {
 	for _, s := range []string{
@@ -207,8 +233,8 @@ func FuzzIsJSONObject(f *testing.F) {
 			bytes.Contains(bytes.ToLower(b), []byte(`\uda`)) || bytes.Contains(bytes.ToLower(b), []byte(`\udb`)) ||
 			bytes.Contains(bytes.ToLower(b), []byte(`\udc`)) || bytes.Contains(bytes.ToLower(b), []byte(`\udd`)) ||
 			bytes.Contains(bytes.ToLower(b), []byte(`\ude`)) || bytes.Contains(bytes.ToLower(b), []byte(`\udf`))
-		if !got && v1 && utf8.Valid(b) && !surrogate {
-			t.Fatalf("IsJSONObject(%q) = false; encoding/json takes it and it is valid UTF-8 with no surrogate escape", b)
+		if !got && v1 && utf8.Valid(b) && !surrogate && !bytes.Contains(b, []byte(`\u0000`)) {
+			t.Fatalf("IsJSONObject(%q) = false; encoding/json takes it and it is valid UTF-8 with no surrogate or NUL escape", b)
 		}
 	})
 }

@@ -186,6 +186,7 @@ func testAppendValidation(t *testing.T, h Harness) {
 		// the same way, before anything is written.
 		{"data invalid utf-8", eventstore.AppendParams{Stream: "valid-1", Events: withData("{\"a\":\"\xff\"}")}, "events[1].data", ""},
 		{"data lone surrogate escape", eventstore.AppendParams{Stream: "valid-1", Events: withData(`{"a":"\ud800"}`)}, "events[1].data", ""},
+		{"data NUL escape", eventstore.AppendParams{Stream: "valid-1", Events: withData(`{"a":"\u0000"}`)}, "events[1].data", ""},
 		{"data with a non-JSON space", eventstore.AppendParams{Stream: "valid-1", Events: withData("{\"a\":1}\u00a0")}, "events[1].data", ""},
 		{"data trailing value", eventstore.AppendParams{Stream: "valid-1", Events: withData(`{"a":1} {}`)}, "events[1].data", ""},
 		{"metadata array", eventstore.AppendParams{Stream: "valid-1", Events: withMeta(`[]`)}, "events[1].metadata", ""},

@@ -20,9 +20,9 @@ import (
 // arrive while they are all busy wait and go together in the next one, one
 // transaction for all of them. An Append that finds a group slot free runs at
 // once, alone, on the single-event statement: grouping adds no latency when
-// the store is not busy, and with Config.AppendGroups or more Appends in
-// flight it trades none for throughput, since the waiting Appends would
-// otherwise have waited on PostgreSQL.
+// the store is not busy. When it is, an Append waits for a slot instead of
+// queueing inside PostgreSQL for the same CPU and WAL flushes, and the
+// transactions it no longer needs leave more of both for the rows.
 //
 // Each grouped Append keeps its own semantics. Its stream's advisory lock is
 // tried as in appendNext1; an Append whose lock is busy gets no row and takes
@@ -35,7 +35,10 @@ import (
 // The events of one group share a transaction id, so they are adjacent in the
 // log, in no particular order among themselves (each is a different stream).
 
-// DefaultAppendGroups is Config.AppendGroups' default.
+// DefaultAppendGroups is Config.AppendGroups' default. With 32 appenders on
+// the 2-core development machine, PostgreSQL on the same machine, 2 gave the
+// most events/s (1 about 10% fewer, 4 about 30% fewer, 16 half); a database
+// with more cores may take more.
 const DefaultAppendGroups = 2
 
 // maxGroup bounds the Appends of one group statement.

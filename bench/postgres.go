@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -142,7 +143,7 @@ func postgresAppend(ctx context.Context, o AppendOptions) (results []Result, err
 
 	// 1. Batches vs one multi-row INSERT of the same rows, same connections.
 	fmt.Fprintf(o.Progress, "postgres: batch-%d appends, %d connection(s), vs multi-row INSERT into a bare table...\n", o.Batch, o.BatchWriters)
-	r, err := pgCompare(ctx, env, o, o.BatchWriters, o.Batch, data)
+	r, _, err := pgCompare(ctx, env, o, o.BatchWriters, o.Batch, data)
 	if err != nil {
 		return results, err
 	}
@@ -156,7 +157,7 @@ func postgresAppend(ctx context.Context, o AppendOptions) (results []Result, err
 	// 2. Single-event appends from o.Concurrency connections vs single-row
 	// INSERT commits.
 	fmt.Fprintf(o.Progress, "postgres: %d connections of single-event appends vs single-row INSERT commits...\n", o.Concurrency)
-	r, err = pgCompare(ctx, env, o, o.Concurrency, 1, data)
+	r, tx, err := pgCompare(ctx, env, o, o.Concurrency, 1, data)
 	if err != nil {
 		return results, err
 	}
@@ -165,6 +166,8 @@ func postgresAppend(ctx context.Context, o AppendOptions) (results []Result, err
 		Driver:   "postgres", Value: r[0], Text: rateText(r[0]),
 		Baseline: fmt.Sprintf("single-row INSERT commits into a bare table on %d connections", o.Concurrency), BaselineValue: r[1], Ratio: r[0] / r[1],
 		Target: ">= 0.80 of baseline", Met: ptr(r[0]/r[1] >= 0.8),
+		Note: fmt.Sprintf("%d concurrent Appends on a pool of %d connections; the store group-commits them (store.postgres.append_groups): %d appends in %d transactions, %.1f per transaction",
+			o.Concurrency, o.Concurrency, tx.appends, tx.txns, float64(tx.appends)/float64(max(tx.txns, 1))),
 	})
 
 	// 3. Tail latency, next to its floor: the commit latency of single-row
@@ -221,21 +224,43 @@ func rawCommitLatency(ctx context.Context, env *pgEnv, rate int, d time.Duration
 	return durs, nil
 }
 
+// txCount counts the store's appends and the transactions they committed in
+// (an event's position holds its transaction id).
+type txCount struct {
+	mu      sync.Mutex
+	txids   map[uint64]struct{}
+	appends int
+	txns    int
+}
+
+func (c *txCount) add(res eventstore.AppendResult) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.txids == nil {
+		c.txids = map[uint64]struct{}{}
+	}
+	c.appends++
+	if _, ok := c.txids[res.Events[0].Position.Hi]; !ok {
+		c.txids[res.Events[0].Position.Hi] = struct{}{}
+		c.txns++
+	}
+}
+
 // pgCompare measures appends of `batch` events from `conns` writers against a
 // fresh store, and the same rows inserted into a bare table. It returns
-// {store, baseline} in events/s.
-func pgCompare(ctx context.Context, env *pgEnv, o AppendOptions, conns, batch int, data []byte) ([2]float64, error) {
+// {store, baseline} in events/s, and the store's appends and transactions.
+func pgCompare(ctx context.Context, env *pgEnv, o AppendOptions, conns, batch int, data []byte) ([2]float64, *txCount, error) {
 	s, err := env.openStore(ctx, conns)
 	if err != nil {
-		return [2]float64{}, err
+		return [2]float64{}, nil, err
 	}
 	defer s.Close()
 	if err := warm(ctx, s, conns, data); err != nil {
-		return [2]float64{}, fmt.Errorf("bench: warm up: %w", err)
+		return [2]float64{}, nil, fmt.Errorf("bench: warm up: %w", err)
 	}
 	raw, err := env.rawPool(ctx, conns)
 	if err != nil {
-		return [2]float64{}, fmt.Errorf("bench: baseline table: %w", err)
+		return [2]float64{}, nil, fmt.Errorf("bench: baseline table: %w", err)
 	}
 	defer raw.Close()
 
@@ -250,10 +275,14 @@ func pgCompare(ctx context.Context, env *pgEnv, o AppendOptions, conns, batch in
 	}
 	insert := sb.String()
 	var version atomic.Int64
+	tx := &txCount{}
 
 	store, base, err := compare(ctx, o.Duration, conns,
 		func(ctx context.Context, w int) (int, error) {
-			_, err := s.Append(ctx, eventstore.AppendParams{Stream: fmt.Sprintf("bench-w-%d", w), Events: proposed(batch, data)})
+			res, err := s.Append(ctx, eventstore.AppendParams{Stream: fmt.Sprintf("bench-w-%d", w), Events: proposed(batch, data)})
+			if err == nil {
+				tx.add(res)
+			}
 			return batch, err
 		},
 		func(ctx context.Context, w int) (int, error) {
@@ -267,7 +296,7 @@ func pgCompare(ctx context.Context, env *pgEnv, o AppendOptions, conns, batch in
 			return batch, err
 		})
 	if err != nil {
-		return [2]float64{}, err
+		return [2]float64{}, nil, err
 	}
-	return [2]float64{store, base}, nil
+	return [2]float64{store, base}, tx, nil
 }

@@ -42,7 +42,6 @@ func (s *Store) watcher(ctx context.Context) {
 	defer timer.Stop()
 	fastPolls := 0
 	var peers peerCheck
-	var last round
 	for {
 		notify := false
 		select {
@@ -50,20 +49,11 @@ func (s *Store) watcher(ctx context.Context) {
 			return
 		case <-s.localKick:
 			notify = true
-			if d := last.pause(time.Now()); d > 0 {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(d):
-				}
-			}
 		case <-s.remoteKick:
 		case <-timer.C:
 		}
 		notify = peers.notify(ctx, s, notify)
-		last.start = time.Now()
 		head, pending, err := s.refresh(ctx, notify)
-		last.end = time.Now()
 		next := s.cfg.PollInterval
 		switch {
 		case err != nil:
@@ -86,24 +76,6 @@ func (s *Store) watcher(ctx context.Context) {
 		}
 		timer.Reset(next)
 	}
-}
-
-// maxRoundPause caps the watcher's pause between rounds (see round.pause).
-const maxRoundPause = 2 * time.Millisecond
-
-// round is when the watcher's last head read started and ended.
-type round struct{ start, end time.Time }
-
-// pause is how long the watcher waits, at now, before a round that follows
-// a local commit: until as long after the last round's end as that round
-// took (at most maxRoundPause). Under a steady stream of appends the watcher
-// then spends at most about half its time on head reads instead of running
-// them back to back (each is a query the database also pays for), and
-// commits arriving meanwhile share the next round. When appends come less
-// often than rounds take, it does not wait at all.
-func (r round) pause(now time.Time) time.Duration {
-	took := min(r.end.Sub(r.start), maxRoundPause)
-	return r.end.Add(took).Sub(now)
 }
 
 // peerCheckEvery is how often the watcher looks again whether another Store

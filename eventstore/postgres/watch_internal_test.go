@@ -31,26 +31,3 @@ func TestFastPollDelay(t *testing.T) {
 		t.Errorf("a transaction open for long is re-read every %s; want the back-off to reach PollInterval (%s)", d, DefaultPollInterval)
 	}
 }
-
-// TestRoundPause: the watcher waits after a round as long as it took, at
-// most maxRoundPause, counted from its end; not at all once that has passed.
-func TestRoundPause(t *testing.T) {
-	t0 := time.Unix(1_800_000_000, 0)
-	for _, c := range []struct {
-		took, since, want time.Duration
-	}{
-		{took: 300 * time.Microsecond, since: 0, want: 300 * time.Microsecond},
-		{took: 300 * time.Microsecond, since: 100 * time.Microsecond, want: 200 * time.Microsecond},
-		{took: 300 * time.Microsecond, since: time.Millisecond, want: -700 * time.Microsecond},
-		{took: 50 * time.Millisecond, since: 0, want: maxRoundPause},
-		{took: 50 * time.Millisecond, since: 3 * time.Millisecond, want: -time.Millisecond},
-	} {
-		r := round{start: t0, end: t0.Add(c.took)}
-		if got := r.pause(r.end.Add(c.since)); got != c.want {
-			t.Errorf("round of %s, %s after it: pause %s, want %s", c.took, c.since, got, c.want)
-		}
-	}
-	if got := (round{}).pause(time.Now()); got > 0 {
-		t.Errorf("before any round: pause %s, want none", got)
-	}
-}

@@ -87,6 +87,19 @@ func appendQueued(ctx context.Context, t *testing.T, s *postgres.Store, stream s
 	return out
 }
 
+// queueMany queues a single-event Append on each of the streams
+// prefix-0 .. prefix-(n-1), as appendQueued does.
+func queueMany(ctx context.Context, t *testing.T, s *postgres.Store, prefix string, n int) ([]eventstore.ProposedEvent, []<-chan groupResult) {
+	t.Helper()
+	evs := make([]eventstore.ProposedEvent, n)
+	outs := make([]<-chan groupResult, n)
+	for i := range n {
+		evs[i] = event("test.grouped")
+		outs[i] = appendQueued(ctx, t, s, fmt.Sprintf("%s-%d", prefix, i), evs[i])
+	}
+	return evs, outs
+}
+
 // positionsIn maps the ids of the whole log to their events.
 func positionsIn(ctx context.Context, t *testing.T, s eventstore.Store) map[[16]byte]eventstore.Event {
 	t.Helper()
@@ -119,12 +132,7 @@ func TestGroupedAppendsShareATransaction(t *testing.T) {
 	}
 
 	release := occupySlot(ctx, t, s)
-	evs := make([]eventstore.ProposedEvent, n)
-	outs := make([]<-chan groupResult, n)
-	for i := range n {
-		evs[i] = event("test.grouped")
-		outs[i] = appendQueued(ctx, t, s, fmt.Sprintf("g-%d", i), evs[i])
-	}
+	evs, outs := queueMany(ctx, t, s, "g", n)
 	busyEv := event("test.busy")
 	busyOut := appendQueued(ctx, t, s, "busy", busyEv)
 	release()
@@ -205,12 +213,7 @@ func TestGroupFailureAnswersEachAppend(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := occupySlot(ctx, t, s)
-	evs := make([]eventstore.ProposedEvent, n)
-	outs := make([]<-chan groupResult, n)
-	for i := range n {
-		evs[i] = event("test.grouped")
-		outs[i] = appendQueued(ctx, t, s, fmt.Sprintf("f-%d", i), evs[i])
-	}
+	evs, outs := queueMany(ctx, t, s, "f", n)
 	staleEv := event("test.stale")
 	staleOut := appendQueued(ctx, t, s, "stale", staleEv)
 	dupOut := appendQueued(ctx, t, s, "dup", dupEv)
@@ -245,10 +248,7 @@ func TestGroupFailureAnswersEachAppend(t *testing.T) {
 	// A member whose row fails with an error no retry cures: the others
 	// still commit.
 	release = occupySlot(ctx, t, s)
-	for i := range n {
-		evs[i] = event("test.grouped")
-		outs[i] = appendQueued(ctx, t, s, fmt.Sprintf("f-%d", i), evs[i])
-	}
+	evs, outs = queueMany(ctx, t, s, "f", n)
 	poisonEv := event("test.poison")
 	poisonOut := appendQueued(ctx, t, s, "poison", poisonEv)
 	release()

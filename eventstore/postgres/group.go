@@ -89,7 +89,9 @@ func (s *Store) appendGrouped(ctx context.Context, p eventstore.AppendParams, la
 		return c.res, c.err
 	case <-ctx.Done():
 		g.mu.Lock()
-		c.abandoned = true // not taken yet: it will be skipped
+		// Skipped if no group has taken it yet. If one has, the event may
+		// still commit, as a cancelled single statement's may.
+		c.abandoned = true
 		g.mu.Unlock()
 		select {
 		case <-c.done: // finished meanwhile: report what happened

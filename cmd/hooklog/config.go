@@ -56,7 +56,7 @@ var keys = []keySpec{
 	{"store.postgres.url", "", kindString, "PostgreSQL connection URL (required for store.driver=postgres and esdb)"},
 	{"store.postgres.schema", "hooklog", kindString, "PostgreSQL schema holding hooklog's tables"},
 	{"store.postgres.max_conns", "0", kindInt, "PostgreSQL pool size; 0 = the driver's default"},
-	{"store.postgres.append_groups", "0", kindInt, "single-event appends grouped into at most this many statements at once; 0 = 2, negative = no grouping"},
+	{"store.postgres.append_groups", "2", kindInt, "group commit: single-event appends share at most this many statements at once; 0 = off, every append its own transaction"},
 	{"store.esdb.url", "", kindString, "KurrentDB/EventStoreDB connection string (store.driver=esdb)"},
 	{"auth.admin_key", "", kindString, "admin API key; empty = generate one on first start and print it"},
 	{"delivery.allow_private_networks", "false", kindBool, "allow webhook targets on loopback/private networks"},

@@ -273,3 +273,13 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// store.postgres.append_groups 0 turns group commit off; postgres.Config
+// reads 0 as its default, so it must get a negative value.
+func TestAppendGroupsOff(t *testing.T) {
+	for in, want := range map[int]int{0: -1, 1: 1, 2: 2, 8: 8} {
+		if got := appendGroups(in); got != want {
+			t.Errorf("append_groups %d: postgres.Config.AppendGroups %d, want %d", in, got, want)
+		}
+	}
+}

@@ -10,6 +10,15 @@ import (
 	"github.com/hooklog/hooklog/eventstore/postgres"
 )
 
+// appendGroups maps store.postgres.append_groups (0 = off) to
+// postgres.Config.AppendGroups (0 = default, negative = off).
+func appendGroups(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
 // openStore opens the backend named by store.driver (validated already).
 // A backend is chosen only here. Every backend is also the
 // eventstore.StateStore the projector keeps its state in.
@@ -20,7 +29,7 @@ func openStore(ctx context.Context, cfg *config, log *slog.Logger) (eventstore.S
 			URL:          cfg.Store.Postgres.URL,
 			Schema:       cfg.Store.Postgres.Schema,
 			MaxConns:     cfg.Store.Postgres.MaxConns,
-			AppendGroups: cfg.Store.Postgres.AppendGroups,
+			AppendGroups: appendGroups(cfg.Store.Postgres.AppendGroups),
 		})
 		if err != nil {
 			return nil, err
